@@ -1,0 +1,29 @@
+# Two entry points for a fresh machine:
+#   make demo   -> set up .venv, train + evaluate the quick SFNet on the embedded default, draw pictures
+#   make test   -> set up .venv, run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+WORKDIR ?= runs/sfnet_quick
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: setup demo test clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+demo: setup
+	$(VENV)/bin/semcorr-train --config=configs/sfnet.py:quick --workdir=$(WORKDIR)
+	$(VENV)/bin/semcorr-match --workdir=$(WORKDIR) --source=skimage:chelsea --target=skimage:chelsea_warped \
+	  --output=$(WORKDIR)/match_chelsea.png
+
+test: setup
+	$(PY) -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,16 @@
+"""User-facing errors.
+
+Every failure caused by the user's input (a missing file, a corrupt image, a
+wrong shape, a checkpoint that does not fit the model, a non-finite loss) is
+raised as a `SemcorrError` with one line that says what is wrong and what to do.
+The command-line entry points print that line and exit non-zero without a
+traceback; library callers can catch the class.
+"""
+
+
+class SemcorrError(Exception):
+  """An error the user can fix; its message is one self-contained line."""
+
+
+class NonFiniteLossError(SemcorrError):
+  """Training produced a NaN or infinite loss; the last good checkpoint is kept."""

@@ -1,0 +1,1 @@
+"""semcorr_jax.evaluation."""

@@ -1,0 +1,16 @@
+"""Test set-up: 8 simulated CPU devices, quiet TensorFlow, TF off accelerators."""
+
+import os
+
+os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import jax  # noqa: E402  pylint: disable=g-import-not-at-top
+
+jax.config.update('jax_default_matmul_precision', 'highest')
+
+try:
+  import tensorflow as tf  # noqa: E402  pylint: disable=g-import-not-at-top
+  tf.config.set_visible_devices([], 'GPU')
+except ImportError:  # pragma: no cover
+  pass
