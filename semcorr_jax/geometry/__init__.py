@@ -1,0 +1,65 @@
+"""Pure geometry: grids, sampling, correlation, soft-argmax, consistency.
+
+Every function follows the coordinate conventions of docs/architecture.md:
+points are (x, y) pixels with pixel centres at integers, normalised coordinates
+use align_corners=True, `mapping_ab` is (B, Ha, Wa, 2) absolute (x, y) in b's
+pixels, `corr_ab` is (B, Ha, Wa, Hb, Wb).
+"""
+
+from semcorr_jax.geometry.consistency import compose_mappings
+from semcorr_jax.geometry.consistency import cycle_error
+from semcorr_jax.geometry.consistency import forward_backward_mask
+from semcorr_jax.geometry.consistency import soft_mutual_nn
+from semcorr_jax.geometry.correlation import correlation_4d
+from semcorr_jax.geometry.correlation import l2_normalize
+from semcorr_jax.geometry.correlation import mutual_nn_filter
+from semcorr_jax.geometry.correlation import normalize_over_a
+from semcorr_jax.geometry.correlation import normalize_over_b
+from semcorr_jax.geometry.correlation import transpose_4d
+from semcorr_jax.geometry.grids import denormalize_coords
+from semcorr_jax.geometry.grids import flow_to_mapping
+from semcorr_jax.geometry.grids import in_bounds
+from semcorr_jax.geometry.grids import mapping_to_flow
+from semcorr_jax.geometry.grids import normalize_coords
+from semcorr_jax.geometry.grids import pixel_grid
+from semcorr_jax.geometry.grids import rescale_coords
+from semcorr_jax.geometry.grids import resize_images
+from semcorr_jax.geometry.grids import resize_mapping
+from semcorr_jax.geometry.sampling import bilinear_sample
+from semcorr_jax.geometry.sampling import grid_sample
+from semcorr_jax.geometry.sampling import sample_points
+from semcorr_jax.geometry.sampling import warp
+from semcorr_jax.geometry.softargmax import gaussian_around_argmax
+from semcorr_jax.geometry.softargmax import hard_argmax
+from semcorr_jax.geometry.softargmax import kernel_soft_argmax
+from semcorr_jax.geometry.softargmax import soft_argmax
+
+__all__ = [
+    'bilinear_sample',
+    'compose_mappings',
+    'correlation_4d',
+    'cycle_error',
+    'denormalize_coords',
+    'flow_to_mapping',
+    'forward_backward_mask',
+    'gaussian_around_argmax',
+    'grid_sample',
+    'hard_argmax',
+    'in_bounds',
+    'kernel_soft_argmax',
+    'l2_normalize',
+    'mapping_to_flow',
+    'mutual_nn_filter',
+    'normalize_coords',
+    'normalize_over_a',
+    'normalize_over_b',
+    'pixel_grid',
+    'rescale_coords',
+    'resize_images',
+    'resize_mapping',
+    'sample_points',
+    'soft_argmax',
+    'soft_mutual_nn',
+    'transpose_4d',
+    'warp',
+]
