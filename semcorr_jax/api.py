@@ -1,0 +1,200 @@
+"""Python API: load a trained workdir and match images of any size.
+
+  import semcorr_jax
+  matcher = semcorr_jax.load('runs/sfnet_quick')
+  out = matcher.match(source, target)  # (H, W, 3) uint8 or float in [0, 1]
+  out['mapping_st']  # (H_s, W_s, 2): target (x, y) for every source pixel
+  points_t = matcher.transfer_keypoints(source, target, points_s)
+
+Both images are resized (bilinear, align_corners=True, anti-aliased when
+shrinking) to the model's input size `config.data.image_size`, matched there,
+and the mappings are lifted back to the original grids and pixels
+(`geometry.resize_mapping`), so
+`mapping_st[y, x]` is in the ORIGINAL target's pixels for the ORIGINAL source
+pixel (x, y). Conventions: docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from semcorr_jax import geometry
+from semcorr_jax.errors import SemcorrError
+from semcorr_jax.evaluation import keypoints as kp
+from semcorr_jax.evaluation import synthetic
+from semcorr_jax.evaluation import visualize
+
+_MAPPINGS = ('mapping_st', 'mapping_ts')
+
+
+def check_image(image: Any, name: str = 'image') -> np.ndarray:
+  """Validates one image and returns it as (H, W, 3) float32 in [0, 1].
+
+  Args:
+    image: (H, W, 3) uint8, or float in [0, 1].
+    name: used in error messages.
+
+  Raises:
+    SemcorrError: wrong rank, channel count, dtype, size or value range.
+  """
+  try:
+    image = np.asarray(image)
+  except (TypeError, ValueError) as e:
+    raise SemcorrError(f'{name} is not an array: {e}') from e
+  if image.ndim != 3 or image.shape[-1] != 3:
+    raise SemcorrError(f'{name} must be an (H, W, 3) RGB array, got shape '
+                       f'{image.shape}')
+  if image.shape[0] < 2 or image.shape[1] < 2:
+    raise SemcorrError(f'{name} must be at least 2x2 pixels, got '
+                       f'{image.shape[0]}x{image.shape[1]}')
+  if image.dtype == np.uint8:
+    return image.astype(np.float32) / 255.0
+  if not np.issubdtype(image.dtype, np.floating):
+    raise SemcorrError(f'{name} must be uint8 or float in [0, 1], got dtype '
+                       f'{image.dtype}')
+  image = image.astype(np.float32)
+  if not np.all(np.isfinite(image)):
+    raise SemcorrError(f'{name} has NaN or infinite values')
+  if image.min() < -1e-3 or image.max() > 1 + 1e-3:
+    raise SemcorrError(f'{name} is float with values in [{image.min():.3g}, '
+                       f'{image.max():.3g}]; expected [0, 1] (or pass uint8)')
+  return np.clip(image, 0.0, 1.0)
+
+
+def check_points(points: Any, name: str = 'points') -> np.ndarray:
+  """Validates keypoints: (N, 2) finite (x, y) -> float64."""
+  try:
+    points = np.asarray(points, np.float64)
+  except (TypeError, ValueError) as e:
+    raise SemcorrError(f'{name} must be numbers: {e}') from e
+  if points.ndim != 2 or points.shape[1] != 2:
+    raise SemcorrError(f'{name} must have shape (N, 2) (x, y), got '
+                       f'{points.shape}')
+  if not np.all(np.isfinite(points)):
+    raise SemcorrError(f'{name} has NaN or infinite values')
+  return points
+
+
+class Matcher:
+  """A trained method, ready to match pairs of images of any sizes.
+
+  Attributes:
+    config: the run's config.
+    method: the `Method`.
+    variables: its inference variables (on one device).
+    step: the checkpoint step.
+    image_size: (H, W) the model runs at.
+  """
+
+  def __init__(self, config, method, variables, step: int | None = None):
+    self.config = config
+    self.method = method
+    self.variables = synthetic.to_one_device(variables)
+    self.step = step
+    self.image_size = tuple(int(s) for s in config.data.image_size)
+    self._predict = jax.jit(method.predict)
+
+  def _to_model(self, image: np.ndarray) -> jax.Array:
+    """(H, W, 3) -> (1, h, w, 3) at the model size (align_corners=True).
+
+    When shrinking, a Gaussian of sigma (scale - 1) / 2 per axis (as
+    scikit-image's anti-aliasing) is applied first; being symmetric it moves
+    no pixel, so the align-corners correspondence of positions stays exact.
+    """
+    scale = [(n - 1) / max(m - 1, 1) for n, m in
+             zip(image.shape[:2], self.image_size)]
+    sigma = [max(0.0, (s - 1.0) / 2.0) for s in scale]
+    if max(sigma) > 0.25:
+      from skimage import filters  # pylint: disable=g-import-not-at-top
+      image = filters.gaussian(image, sigma=sigma, mode='nearest',
+                               channel_axis=-1, preserve_range=True)
+    return geometry.resize_images(jnp.asarray(image, jnp.float32)[None],
+                                  self.image_size)
+
+  def match(self, source: Any, target: Any) -> dict[str, np.ndarray]:
+    """Dense matches between two images.
+
+    Args:
+      source: (H_s, W_s, 3) uint8 or float in [0, 1].
+      target: (H_t, W_t, 3) uint8 or float in [0, 1]; any size.
+
+    Returns:
+      numpy arrays: 'mapping_st' (H_s, W_s, 2) float32, for every source
+      pixel the matching (x, y) in target pixels; 'mapping_ts' (H_t, W_t, 2)
+      the other way in source pixels; 'flow_st' (H_s, W_s, 2) = mapping_st -
+      source pixel grid; 'flow_ts' likewise; plus the method's extra dense
+      maps (e.g. 'confidence_st'), resized to the source grid (or to the
+      target grid for names ending in '_ts').
+
+    Raises:
+      SemcorrError: an image of the wrong shape, dtype or value range.
+    """
+    src = check_image(source, 'source')
+    tgt = check_image(target, 'target')
+    src_hw, tgt_hw = src.shape[:2], tgt.shape[:2]
+    out = self._predict(self.variables, self._to_model(src),
+                        self._to_model(tgt))
+    model_hw = self.image_size
+    result = {
+        'mapping_st': geometry.resize_mapping(out['mapping_st'], src_hw,
+                                              model_hw, tgt_hw),
+        'mapping_ts': geometry.resize_mapping(out['mapping_ts'], tgt_hw,
+                                              model_hw, src_hw),
+    }
+    result['flow_st'] = geometry.mapping_to_flow(result['mapping_st'])
+    result['flow_ts'] = geometry.mapping_to_flow(result['mapping_ts'])
+    for name, value in out.items():
+      # Only image-resolution maps that are not coordinates are lifted.
+      if name in _MAPPINGS or 'mapping' in name or value.ndim not in (3, 4):
+        continue
+      if tuple(value.shape[1:3]) != model_hw:
+        continue
+      field = value if value.ndim == 4 else value[..., None]
+      hw = tgt_hw if name.endswith('_ts') else src_hw
+      field = geometry.resize_images(field.astype(jnp.float32), hw)
+      result[name] = field if value.ndim == 4 else field[..., 0]
+    return {k: np.asarray(v[0], np.float32) for k, v in result.items()}
+
+  def transfer_keypoints(self, source: Any, target: Any, points_s: Any
+                         ) -> np.ndarray:
+    """Moves source keypoints into the target image.
+
+    Args:
+      source: (H_s, W_s, 3) image.
+      target: (H_t, W_t, 3) image.
+      points_s: (N, 2) (x, y) in source pixels; points outside the source
+        are clamped to its border.
+
+    Returns:
+      (N, 2) float64 (x, y) in target pixels (bilinear read of mapping_st).
+    """
+    points_s = check_points(points_s, 'points_s')
+    mapping_st = self.match(source, target)['mapping_st']
+    return kp.transfer_keypoints(mapping_st, points_s)
+
+  def warp_source_to_target(self, source: Any, target: Any) -> np.ndarray:
+    """The source seen in the target's frame (sampled at mapping_ts).
+
+    Returns:
+      (H_t, W_t, 3) float32 in [0, 1]; 0 where the mapping leaves the source.
+    """
+    src = check_image(source, 'source')
+    mapping_ts = self.match(src, target)['mapping_ts']
+    return visualize.warp_image(src, mapping_ts)
+
+
+def load(workdir: str, step: int | None = None) -> Matcher:
+  """Loads the checkpoint `step` (None = latest) of a `semcorr-train` workdir.
+
+  Raises:
+    SemcorrError: not a workdir, no or mismatched checkpoint.
+  """
+  # Imported lazily: Orbax and the method registry load only when needed.
+  from semcorr_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  config, method, variables, step = checkpointing.restore_for_inference(
+      workdir, step)
+  return Matcher(config, method, variables, step)

@@ -1,0 +1,131 @@
+"""PCK (percentage of correct keypoints) and end-point error, in numpy.
+
+Conventions (reference-facts.md §D.4, weakalign `util/eval_util.py: pck`):
+
+* a predicted point is correct when its Euclidean distance to the ground truth
+  is at most the threshold (`d <= alpha * L`, ties count as correct);
+* PCK of a pair is the mean over its valid keypoints; a pair without valid
+  keypoints has PCK NaN and is left out of the mean over pairs;
+* `L` is `max(H, W)` of the image the points are compared in (alpha_img) or
+  `max(h, w)` of a box in that image (alpha_bbox: an object box or the extent
+  of the keypoints).
+
+Points are `(x, y)` in pixels (docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from semcorr_jax.evaluation import keypoints as kp
+
+
+def point_distances(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+  """Euclidean distances between matching points.
+
+  Args:
+    pred: (N, 2) predicted (x, y).
+    gt: (N, 2) ground-truth (x, y).
+
+  Returns:
+    (N,) float64 distances in pixels.
+  """
+  pred = np.asarray(pred, np.float64).reshape(-1, 2)
+  gt = np.asarray(gt, np.float64).reshape(-1, 2)
+  if pred.shape != gt.shape:
+    raise ValueError(f'pred {pred.shape} and gt {gt.shape} differ')
+  return np.sqrt(np.sum(np.square(pred - gt), axis=-1))
+
+
+def _valid(valid: np.ndarray | None, n: int) -> np.ndarray:
+  if valid is None:
+    return np.ones((n,), bool)
+  valid = np.asarray(valid).reshape(-1).astype(bool)
+  if valid.shape[0] != n:
+    raise ValueError(f'valid has {valid.shape[0]} entries for {n} points')
+  return valid
+
+
+def pck(pred: np.ndarray, gt: np.ndarray, threshold: float,
+        valid: np.ndarray | None = None) -> float:
+  """Fraction of valid points with `||pred - gt|| <= threshold`.
+
+  Args:
+    pred: (N, 2) predicted (x, y) in pixels.
+    gt: (N, 2) ground-truth (x, y) in the same image's pixels.
+    threshold: distance in pixels, e.g. `alpha_img_threshold(0.1, (H, W))`.
+    valid: optional (N,) bools; False points are ignored.
+
+  Returns:
+    PCK in [0, 1], or NaN when no point is valid or the threshold is NaN.
+  """
+  d = point_distances(pred, gt)
+  v = _valid(valid, d.shape[0])
+  if not v.any() or np.isnan(threshold):
+    return float('nan')
+  return float(np.mean(d[v] <= threshold))
+
+
+def end_point_error(pred: np.ndarray, gt: np.ndarray,
+                    valid: np.ndarray | None = None) -> float:
+  """Mean distance in pixels over valid points (NaN when none is valid).
+
+  Args:
+    pred: (N, 2) predicted (x, y).
+    gt: (N, 2) ground-truth (x, y).
+    valid: optional (N,) bools.
+  """
+  d = point_distances(pred, gt)
+  v = _valid(valid, d.shape[0])
+  return float(np.mean(d[v])) if v.any() else float('nan')
+
+
+def pck_per_pair(preds: Sequence[np.ndarray], gts: Sequence[np.ndarray],
+                 thresholds: Sequence[float],
+                 valids: Sequence[np.ndarray] | None = None) -> np.ndarray:
+  """`pck` of every pair; pairs may have different numbers of points.
+
+  Args:
+    preds: P arrays (N_p, 2).
+    gts: P arrays (N_p, 2).
+    thresholds: P thresholds in pixels.
+    valids: optional P arrays (N_p,) of bools.
+
+  Returns:
+    (P,) float64, NaN for pairs without valid points.
+  """
+  if valids is None:
+    valids = [None] * len(preds)
+  if not len(preds) == len(gts) == len(thresholds) == len(valids):
+    raise ValueError('preds, gts, thresholds and valids differ in length')
+  return np.array([pck(p, g, t, v)
+                   for p, g, t, v in zip(preds, gts, thresholds, valids)],
+                  np.float64)
+
+
+def mean_over_pairs(values: Sequence[float]) -> float:
+  """Mean of per-pair values with NaNs (pairs without keypoints) left out.
+
+  Returns NaN when every value is NaN or there are none.
+  """
+  values = np.asarray(values, np.float64).reshape(-1)
+  finite = values[~np.isnan(values)]
+  return float(finite.mean()) if finite.size else float('nan')
+
+
+def alpha_img_threshold(alpha: float, image_hw: Sequence[int]) -> float:
+  """alpha_img threshold `alpha * max(H, W)` of the image compared in."""
+  return float(alpha) * float(max(image_hw[0], image_hw[1]))
+
+
+def alpha_bbox_threshold(alpha: float, bbox: np.ndarray) -> float:
+  """alpha_bbox threshold `alpha * max(h, w)` of a (x0, y0, x1, y1) box."""
+  return float(alpha) * kp.bbox_max_side(bbox)
+
+
+def alpha_mask_threshold(alpha: float, mask: np.ndarray) -> float:
+  """alpha_bbox threshold of a foreground mask's box (NaN for empty masks)."""
+  box = kp.mask_bbox(mask)
+  return float('nan') if box is None else alpha_bbox_threshold(alpha, box)

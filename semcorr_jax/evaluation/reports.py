@@ -1,0 +1,151 @@
+"""Evaluation reports: JSON + Markdown files and the trained/untrained table.
+
+`write_eval(workdir, name, results)` writes `workdir/eval/<name>.json` (strict
+JSON: NaN becomes null) and `workdir/eval/<name>.md`; `format_comparison`
+prints a trained model's PCK beside the untrained model's, as every synthetic
+result must be (design.md, Evaluation).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from semcorr_jax.errors import SemcorrError
+
+DEFAULT_ALPHAS = (0.05, 0.1, 0.15)
+
+
+def alpha_key(alpha: float) -> str:
+  """Canonical spelling of alpha in result keys: 0.1 -> '0.1'."""
+  return f'{float(alpha):g}'
+
+
+def _json_ready(x: Any) -> Any:
+  """numpy scalars -> Python; NaN/inf -> None (strict JSON)."""
+  if isinstance(x, Mapping):
+    return {str(k): _json_ready(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [_json_ready(v) for v in x]
+  if isinstance(x, np.ndarray):
+    return _json_ready(x.tolist())
+  if isinstance(x, np.bool_):
+    return bool(x)
+  if isinstance(x, np.integer):
+    return int(x)
+  if isinstance(x, (float, np.floating)):
+    return float(x) if math.isfinite(x) else None
+  return x
+
+
+def _fmt(x: Any, digits: int = 3) -> str:
+  if x is None or (isinstance(x, float) and not math.isfinite(x)):
+    return 'n/a'
+  return f'{x:.{digits}f}' if isinstance(x, float) else str(x)
+
+
+def format_comparison(trained: Mapping[str, Any],
+                      untrained: Mapping[str, Any] | None,
+                      alphas: Sequence[float] | None = None) -> str:
+  """Markdown table of a trained model's results beside the untrained one's.
+
+  Args:
+    trained: `evaluate_synthetic` output of the trained model.
+    untrained: the same for the untrained model (None: column left out).
+    alphas: rows to show; default the results' own alphas.
+
+  Returns:
+    The table, one row per metric (PCK alpha_img per alpha, PCK alpha_bbox
+    per alpha, end-point error).
+  """
+  alphas = alphas or trained.get('alphas') or DEFAULT_ALPHAS
+  cols = [('trained', trained)]
+  if untrained is not None:
+    cols.append(('untrained', untrained))
+  lines = ['| metric | ' + ' | '.join(n for n, _ in cols) + ' |',
+           '|---|' + '---:|' * len(cols)]
+  rows = [(f'PCK@{alpha_key(a)} (alpha_img)', f'pck@{alpha_key(a)}')
+          for a in alphas]
+  rows += [(f'PCK@{alpha_key(a)} (alpha_bbox)', f'pck_bbox@{alpha_key(a)}')
+           for a in alphas]
+  rows.append(('end-point error (px)', 'epe'))
+  for name, key in rows:
+    lines.append(f'| {name} | ' + ' | '.join(
+        _fmt(r.get(key), 2 if key == 'epe' else 3) for _, r in cols) + ' |')
+  lines.append('| pairs / keypoints | ' + ' | '.join(
+      f"{r.get('num_pairs')} / {r.get('num_keypoints')}" for _, r in cols)
+               + ' |')
+  return '\n'.join(lines)
+
+
+def _markdown(name: str, results: Mapping[str, Any]) -> str:
+  trained = results.get('trained', results)
+  untrained = results.get('untrained')
+  head = [f'# Evaluation: {name}', '']
+  if 'step' in results:
+    head.append(f"Checkpoint step {results['step']}.")
+  if untrained is not None:
+    head.append('Untrained = the same architecture at initialisation '
+                '(same seed, pretrained backbone if configured), no training.')
+  lines = head + ['', format_comparison(trained, untrained), '']
+  conv = trained.get('conventions') or {}
+  if conv:
+    lines += ['Conventions:', '']
+    lines += [f'* **{k}**: {v}' for k, v in conv.items()]
+    lines.append('')
+  return '\n'.join(lines)
+
+
+def _atomic_write(path: str, text: str) -> None:
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+def read_eval(workdir: str, name: str) -> dict[str, Any]:
+  """Reads `workdir/eval/<name>.json` (nulls come back as NaN).
+
+  Raises:
+    SemcorrError: the file is missing or not JSON.
+  """
+  path = os.path.join(workdir, 'eval', f'{name}.json')
+  try:
+    with open(path) as f:
+      raw = json.load(f)
+  except FileNotFoundError as e:
+    raise SemcorrError(f'{path} not found: run semcorr-eval first') from e
+  except (OSError, json.JSONDecodeError) as e:
+    raise SemcorrError(f'cannot read {path}: {e}') from e
+
+  def nan_for_null(x):
+    if isinstance(x, dict):
+      return {k: nan_for_null(v) for k, v in x.items()}
+    return float('nan') if x is None else x
+
+  return nan_for_null(raw)
+
+
+def write_eval(workdir: str, name: str, results: Mapping[str, Any]
+               ) -> tuple[str, str]:
+  """Writes `workdir/eval/<name>.json` and a Markdown table `<name>.md`.
+
+  Both writes are atomic (temporary file + rename). `results` is either one
+  `evaluate_synthetic` output or a dict with `trained`/`untrained`
+  (and e.g. `step`).
+
+  Returns:
+    (json_path, markdown_path).
+  """
+  out_dir = os.path.join(workdir, 'eval')
+  os.makedirs(out_dir, exist_ok=True)
+  json_path = os.path.join(out_dir, f'{name}.json')
+  md_path = os.path.join(out_dir, f'{name}.md')
+  _atomic_write(json_path, json.dumps(_json_ready(results), indent=2,
+                                      sort_keys=True) + '\n')
+  _atomic_write(md_path, _markdown(name, results))
+  return json_path, md_path
