@@ -20,6 +20,7 @@ override `init_state`/`train_step` with their own state class.
 from __future__ import annotations
 
 import abc
+import functools
 from typing import Any, Callable, Mapping
 
 import flax
@@ -75,7 +76,7 @@ def make_optimizer(config: ml_collections.ConfigDict, total_steps: int,
   """Builds the optimiser of `config` applied only where `trainable` is True.
 
   Args:
-    config: `config.optimizer` with `name` ('adam' | 'adamw'), `lr`,
+    config: `config.optimizer` with `name` ('adam' | 'adamw' | 'sgd'), `lr`,
       `decay_at`, `decay_factor`, optional `b1`, `b2`, `weight_decay`,
       `grad_clip_norm`.
     total_steps: length of training, for the schedule.
@@ -88,8 +89,11 @@ def make_optimizer(config: ml_collections.ConfigDict, total_steps: int,
   elif config.name == 'adamw':
     opt = optax.adamw(schedule, b1=b1, b2=b2,
                       weight_decay=config.get('weight_decay', 0.0))
+  elif config.name == 'sgd':
+    opt = optax.sgd(schedule, momentum=config.get('momentum'))
   else:
-    raise ValueError(f'unknown optimizer {config.name!r}; use adam or adamw')
+    raise ValueError(f'unknown optimizer {config.name!r}; use adam, adamw '
+                     'or sgd')
   chain = []
   if config.get('grad_clip_norm'):
     chain.append(optax.clip_by_global_norm(config.grad_clip_norm))
@@ -153,13 +157,19 @@ class Method(abc.ABC):
     return self.model.init(rng, batch['source_image'][:1],
                            batch['target_image'][:1])
 
+  @functools.cached_property
+  def tx(self) -> optax.GradientTransformation:
+    # Built once: the optimiser is static metadata of the state pytree, and
+    # states built or restored at different times must compare equal.
+    return make_optimizer(self.config.optimizer, self.total_steps,
+                          self.trainable)
+
   def init_state(self, rng: Array, batch: Batch) -> TrainState:
     variables = dict(self.init_variables(rng, batch))
     params = variables.pop('params')
-    tx = make_optimizer(self.config.optimizer, self.total_steps,
-                        self.trainable)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      model_state=variables, opt_state=tx.init(params), tx=tx)
+                      model_state=variables, opt_state=self.tx.init(params),
+                      tx=self.tx)
 
   def train_step(self, state: TrainState, batch: Batch, rng: Array
                  ) -> tuple[TrainState, dict[str, Array]]:
