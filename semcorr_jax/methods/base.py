@@ -32,6 +32,10 @@ import optax
 
 Array = jax.Array
 PyTree = Any
+
+# Key of the loss aux that carries updated non-param collections (e.g. train-
+# mode BatchNorm statistics); `train_step` moves it into `state.model_state`.
+MODEL_STATE = 'model_state'
 Batch = Mapping[str, Array]
 
 
@@ -122,8 +126,12 @@ class Method(abc.ABC):
 
   @abc.abstractmethod
   def loss(self, params: PyTree, model_state: PyTree, batch: Batch,
-           rng: Array) -> tuple[Array, dict[str, Array]]:
-    """Scalar loss (mean over the global batch) and scalar metrics."""
+           rng: Array) -> tuple[Array, dict[str, Any]]:
+    """Scalar loss (mean over the global batch) and scalar metrics.
+
+    The metrics may carry `MODEL_STATE`: the non-param collections after a
+    train-mode forward; `train_step` stores them and drops them from metrics.
+    """
 
   @abc.abstractmethod
   def predict(self, variables: PyTree, source: Array, target: Array
@@ -177,12 +185,15 @@ class Method(abc.ABC):
     grad_fn = jax.value_and_grad(self.loss, has_aux=True)
     (loss, metrics), grads = grad_fn(state.params, state.model_state, batch,
                                      rng)
+    metrics = dict(metrics)
+    model_state = metrics.pop(MODEL_STATE, state.model_state)
     updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads),
+    metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads),
                    learning_rate=learning_rate_schedule(
                        self.config.optimizer, self.total_steps)(state.step))
     return state.replace(step=state.step + 1, params=params,
+                         model_state=model_state,
                          opt_state=opt_state), metrics
 
   def inference_variables(self, state: TrainState) -> PyTree:

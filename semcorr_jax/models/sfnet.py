@@ -1,0 +1,279 @@
+"""SFNet base matcher (Lee et al., CVPR'19), the base net of CAMNet.
+
+Frozen torchvision ResNet -> trainable adaptation layers on layer3 and layer4
+-> per-level ReLU'd cosine correlation -> product of the levels -> L2
+normalisation -> kernel soft-argmax (reference-facts §A.1-A.4).
+
+Conventions (docs/architecture.md): images NHWC in [0, 1]; a mapping
+`mapping_ab` (B, ha, wa, 2) holds for every cell of a the matching (x, y) in
+b's cells (x first, cell centres at integers); `corr_ab` is
+(B, ha, wa, hb, wb). `mapping_st` is SFNet's `grid_S2T` (up to the
+[-1, 1] normalisation, see `semcorr_jax.geometry.normalize_coords`).
+
+Parameter tree:
+
+  params/backbone/...          frozen ResNet (torchvision names)
+  params/adapt_layer3/conv{i}  5x5 conv with bias (SFNet `adap_layer_feat3`)
+  params/adapt_layer3/bn{i}    trainable BatchNorm (scale, bias)
+  params/adapt_layer4/...      3x3 (SFNet `adap_layer_feat4`)
+  batch_stats/backbone/...     frozen running statistics
+  batch_stats/adapt_layer*/bn{i}  running mean / var, updated when train=True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from semcorr_jax import geometry
+from semcorr_jax.models import resnet as resnet_lib
+
+Array = jax.Array
+
+# Feature levels SFNet adapts and correlates, in the order of `adapt_kernels`.
+LEVELS = ('layer3', 'layer4')
+
+
+def default_model_config() -> ml_collections.ConfigDict:
+  """`config.model` of SFNet with the paper's settings (reference-facts §A)."""
+  return ml_collections.ConfigDict({
+      'backbone_depth': 101,
+      # None: torchvision's blocks for `backbone_depth`; tests use (1, 1, 1, 1).
+      'backbone_stage_sizes': None,
+      'backbone_width': 64,
+      # Path of torchvision ResNet weights (.pth/.npz/.safetensors) or None.
+      'backbone_weights': None,
+      'adapt_kernels': (5, 3),  # layer3, layer4
+      'adapt_units': 2,
+      'beta': 50.0,  # kernel soft-argmax inverse temperature
+      'kernel_sigma': 5.0,  # Gaussian window std in feature cells
+      'dtype': 'float32',  # conv compute dtype; matching is always float32
+  })
+
+
+def _torch_uniform(fan_in: int):
+  """PyTorch's default Conv2d init for weights and bias: U(+-1/sqrt(fan_in))."""
+  bound = 1.0 / math.sqrt(max(fan_in, 1))
+
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+  return init
+
+
+class SideBatchNorm(nn.Module):
+  """BatchNorm whose batch statistics are computed per image side.
+
+  SFNet runs its adaptation layers (BN in train mode) once on the source batch
+  and once on the target batch, so each side is normalised with its own batch
+  statistics and the running statistics are updated twice, source first. We
+  run both sides in one concatenated batch (one conv call) and reproduce that
+  exactly here, including PyTorch's unbiased variance in the running update.
+  Under jit SPMD the means reduce over the global batch (no axis_name).
+
+  Attributes:
+    num_sides: number of equal chunks of the batch with separate statistics
+      (2: [source; target]).
+    momentum: PyTorch momentum (weight of the new statistic), 0.1.
+    epsilon: added to the variance.
+    dtype: output dtype; statistics are computed in float32.
+  """
+  num_sides: int = 2
+  momentum: float = 0.1
+  epsilon: float = 1e-5
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array, train: bool) -> Array:
+    """(num_sides * B, H, W, C) -> same shape, normalised per channel."""
+    c = x.shape[-1]
+    scale = self.param('scale', nn.initializers.ones, (c,), jnp.float32)
+    bias = self.param('bias', nn.initializers.zeros, (c,), jnp.float32)
+    ra_mean = self.variable('batch_stats', 'mean', jnp.zeros, (c,), jnp.float32)
+    ra_var = self.variable('batch_stats', 'var', jnp.ones, (c,), jnp.float32)
+    x32 = x.astype(jnp.float32)
+    if not train:
+      y = (x32 - ra_mean.value) * jax.lax.rsqrt(ra_var.value + self.epsilon)
+      return (y * scale + bias).astype(self.dtype)
+
+    sides = x32.reshape((self.num_sides, -1) + x.shape[1:])  # (S, B, H, W, C)
+    mean = jnp.mean(sides, axis=(1, 2, 3), keepdims=True)
+    var = jnp.mean(jnp.square(sides - mean), axis=(1, 2, 3), keepdims=True)
+    y = (sides - mean) * jax.lax.rsqrt(var + self.epsilon)
+    y = (y * scale + bias).reshape(x.shape).astype(self.dtype)
+    if not self.is_initializing():
+      n = sides.shape[1] * sides.shape[2] * sides.shape[3]
+      unbiased = n / max(n - 1, 1)
+      new_mean, new_var = ra_mean.value, ra_var.value
+      for s in range(self.num_sides):  # Sequential, as the two torch calls.
+        m = self.momentum
+        new_mean = (1 - m) * new_mean + m * mean[s].reshape(c)
+        new_var = (1 - m) * new_var + m * unbiased * var[s].reshape(c)
+      ra_mean.value = jax.lax.stop_gradient(new_mean)
+      ra_var.value = jax.lax.stop_gradient(new_var)
+    return y
+
+
+class AdaptationLayer(nn.Module):
+  """SFNet adaptation: `units` residual units `x = x + ReLU(BN(Conv(x)))`.
+
+  Attributes:
+    kernel_size: conv kernel (5 for layer3, 3 for layer4), stride 1, symmetric
+      padding kernel_size // 2, with bias; channels are preserved.
+    units: number of residual units (2).
+    dtype: compute dtype.
+  """
+  kernel_size: int
+  units: int = 2
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array, train: bool) -> Array:
+    """(2B, h, w, C) [source; target] -> (2B, h, w, C)."""
+    c, k = x.shape[-1], self.kernel_size
+    init = _torch_uniform(c * k * k)
+    for i in range(self.units):
+      y = nn.Conv(c, (k, k), padding=((k // 2, k // 2),) * 2, use_bias=True,
+                  dtype=self.dtype, param_dtype=jnp.float32, kernel_init=init,
+                  bias_init=init, name=f'conv{i}')(x)
+      y = SideBatchNorm(dtype=self.dtype, name=f'bn{i}')(y, train)
+      x = x + nn.relu(y)
+    return x
+
+
+def matching_correlations(levels_s: Sequence[Array], levels_t: Sequence[Array]
+                          ) -> tuple[Array, Array]:
+  """SFNet's `matching_layer` + level product + normalisation (§A.3).
+
+  Per level `c_l = ReLU(<f_s / |f_s|, f_t / |f_t|>)` (eps 1e-6 inside the
+  norms); `P = prod_l c_l`; `corr_st = P / |P|_over_t` and `corr_ts =
+  P^T / |P^T|_over_s` (eps 1e-6). Computed in float32 at full precision.
+
+  Args:
+    levels_s: source features, each (B, h, w, C_l) on the same grid.
+    levels_t: target features, each (B, h, w, C_l).
+
+  Returns:
+    corr_st (B, hs, ws, ht, wt) normalised over t, corr_ts (B, ht, wt, hs, ws)
+    normalised over s.
+  """
+  prod = None
+  for feat_s, feat_t in zip(levels_s, levels_t):
+    feat_s = geometry.l2_normalize(feat_s.astype(jnp.float32), eps=1e-6)
+    feat_t = geometry.l2_normalize(feat_t.astype(jnp.float32), eps=1e-6)
+    corr = nn.relu(geometry.correlation_4d(
+        feat_s, feat_t, precision=jax.lax.Precision.HIGHEST))
+    prod = corr if prod is None else prod * corr
+  # The transpose commutes with the level product (SFNet's corr_T2S).
+  corr_st = geometry.normalize_over_b(prod, eps=1e-6)
+  corr_ts = geometry.normalize_over_b(geometry.transpose_4d(prod), eps=1e-6)
+  return corr_st, corr_ts
+
+
+class SFNet(nn.Module):
+  """SFNet: dense source <-> target mappings on the layer3 feature grid.
+
+  Attributes:
+    backbone_depth: torchvision ResNet depth (50, 101, 152).
+    backbone_stage_sizes: blocks per stage overriding `backbone_depth`.
+    backbone_width: ResNet stem width (64 for torchvision).
+    adapt_kernels: conv kernel sizes of the layer3 and layer4 adaptations.
+    adapt_units: residual units per adaptation layer.
+    beta: kernel soft-argmax inverse temperature (SFNet 50).
+    kernel_sigma: kernel soft-argmax Gaussian std in feature cells (SFNet 5).
+    dtype: compute dtype of the backbone and adaptation convs ('float32' or
+      'bfloat16'); correlation and soft-argmax always run in float32.
+  """
+  backbone_depth: int = 101
+  backbone_stage_sizes: Sequence[int] | None = None
+  backbone_width: int = 64
+  adapt_kernels: Sequence[int] = (5, 3)
+  adapt_units: int = 2
+  beta: float = 50.0
+  kernel_sigma: float = 5.0
+  dtype: str = 'float32'
+
+  @classmethod
+  def from_config(cls, cfg: ml_collections.ConfigDict) -> SFNet:
+    """Builds the module from `config.model` (see `default_model_config`)."""
+    stage_sizes = cfg.get('backbone_stage_sizes')
+    return cls(
+        backbone_depth=cfg.backbone_depth,
+        backbone_stage_sizes=tuple(stage_sizes) if stage_sizes else None,
+        backbone_width=cfg.backbone_width,
+        adapt_kernels=tuple(cfg.adapt_kernels),
+        adapt_units=cfg.adapt_units,
+        beta=cfg.beta,
+        kernel_sigma=cfg.kernel_sigma,
+        dtype=cfg.dtype)
+
+  @property
+  def stage_sizes(self) -> tuple[int, ...]:
+    """Blocks per backbone stage actually built."""
+    if self.backbone_stage_sizes:
+      return tuple(self.backbone_stage_sizes)
+    if self.backbone_depth not in resnet_lib.STAGE_SIZES:
+      raise ValueError(f'backbone_depth must be one of '
+                       f'{sorted(resnet_lib.STAGE_SIZES)}, '
+                       f'got {self.backbone_depth}')
+    return resnet_lib.STAGE_SIZES[self.backbone_depth]
+
+  @nn.compact
+  def __call__(self, source: Array, target: Array, train: bool = False
+               ) -> dict[str, Any]:
+    """Matches source and target.
+
+    Args:
+      source: (B, H, W, 3) images in [0, 1].
+      target: (B, H, W, 3) images in [0, 1] (same size as source).
+      train: adaptation BatchNorm uses batch statistics (per side) and updates
+        `batch_stats` (pass `mutable=['batch_stats']`); the backbone is always
+        frozen.
+
+    Returns:
+      A dict with
+        'mapping_st': (B, h, w, 2) for every source cell the (x, y) in target
+          cells (SFNet grid_S2T), h x w the layer3 grid (H/16 x W/16);
+        'mapping_ts': (B, h, w, 2) the other way (grid_T2S);
+        'corr_st': (B, h, w, h, w) product correlation L2-normalised over t;
+        'corr_ts': (B, h, w, h, w) its transpose L2-normalised over s;
+        'feature_hw': (h, w) as Python ints (static).
+    """
+    if source.shape != target.shape:
+      raise ValueError(f'source {source.shape} and target {target.shape} '
+                       'must have the same shape')
+    dtype = jnp.dtype(self.dtype)
+    b = source.shape[0]
+    # One batched pass for both sides: shared weights, bigger convs.
+    images = resnet_lib.normalize_imagenet(
+        jnp.concatenate([source, target], axis=0))
+    feats = resnet_lib.ResNet(stage_sizes=self.stage_sizes,
+                              width=self.backbone_width, last_stage='layer4',
+                              dtype=dtype, name='backbone')(images)
+    adapted = []
+    for level, k in zip(LEVELS, self.adapt_kernels):
+      # Frozen backbone: no gradient through it (also saves its backward).
+      f = jax.lax.stop_gradient(feats[level])
+      f = AdaptationLayer(k, self.adapt_units, dtype=dtype,
+                          name=f'adapt_{level}')(f, train)
+      adapted.append(f)
+    f3, f4 = adapted
+    h, w = f3.shape[1], f3.shape[2]
+    # SFNet: interpolate(scale_factor=2, bilinear, align_corners=True); sizing
+    # to layer3's grid is the same for even inputs and defined for odd ones.
+    f4 = geometry.resize_images(f4.astype(jnp.float32), (h, w))
+
+    corr_st, corr_ts = matching_correlations([f3[:b], f4[:b]],
+                                             [f3[b:], f4[b:]])
+    mapping_st = geometry.kernel_soft_argmax(corr_st, self.beta,
+                                             self.kernel_sigma)
+    mapping_ts = geometry.kernel_soft_argmax(corr_ts, self.beta,
+                                             self.kernel_sigma)
+    return {'mapping_st': mapping_st, 'mapping_ts': mapping_ts,
+            'corr_st': corr_st, 'corr_ts': corr_ts, 'feature_hw': (h, w)}
