@@ -57,3 +57,19 @@ def host_to_global(local_batch: dict[str, np.ndarray], mesh: Mesh
 def replicate(tree: Any, mesh: Mesh) -> Any:
   """Places a host tree on every device of the mesh (identical on all hosts)."""
   return jax.device_put(tree, replicated(mesh))
+
+
+def to_host(tree: Any) -> Any:
+  """Numpy copy of a tree of replicated global arrays, on any host.
+
+  `jax.device_get` refuses arrays that span other hosts; a replicated array
+  has a full copy on every local device, so the first local shard suffices.
+  """
+  def fetch(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      if not x.sharding.is_fully_replicated:
+        raise ValueError('to_host needs replicated arrays; got sharding '
+                         f'{x.sharding}')
+      return np.asarray(x.addressable_data(0))
+    return jax.device_get(x)
+  return jax.tree.map(fetch, tree)

@@ -59,7 +59,7 @@ def create_state(method: methods.Method, config: ml_collections.ConfigDict,
 def load_pretrained(method: methods.Method, state: Any,
                     mesh: jax.sharding.Mesh) -> Any:
   """Applies `method.load_pretrained` (e.g. backbone weights) to a fresh state."""
-  variables = jax.device_get(state.variables())
+  variables = parallel.to_host(state.variables())
   loaded = method.load_pretrained(variables)
   if loaded is variables:
     return state
@@ -71,7 +71,7 @@ def load_pretrained(method: methods.Method, state: Any,
 
 def _evaluate(method, state, config, name: str) -> dict[str, Any]:
   from semcorr_jax.evaluation import synthetic  # pylint: disable=g-import-not-at-top
-  variables = jax.device_get(method.inference_variables(state))
+  variables = parallel.to_host(method.inference_variables(state))
   return synthetic.evaluate_synthetic(method, variables, config)
 
 
@@ -149,7 +149,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   last_good = start_step
 
   def check_finite(step):
-    if not bool(jax.device_get(finite)):
+    if not bool(parallel.to_host(finite)):
       writer.close()
       ckpt.wait()
       raise NonFiniteLossError(
@@ -173,8 +173,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       progress.mark_start(step)
     if step % log_every == 0 or step == total_steps:
       check_finite(step)
-      means = jax.device_get(jax.tree.map(lambda *x: jnp.mean(jnp.stack(x)),
-                                          *pending))
+      means = parallel.to_host(jax.tree.map(
+          lambda *x: jnp.mean(jnp.stack(x)), *pending))
       pending = []
       scalars = {k: float(v) for k, v in means.items()}
       rate = progress.rate(step)
