@@ -19,8 +19,9 @@ setup: $(VENV)/.installed
 
 demo: setup
 	$(VENV)/bin/semcorr-train --config=configs/sfnet.py:quick --workdir=$(WORKDIR)
-	$(VENV)/bin/semcorr-match --workdir=$(WORKDIR) --source=skimage:chelsea --target=skimage:chelsea_warped \
-	  --output=$(WORKDIR)/match_chelsea.png
+	$(VENV)/bin/semcorr-eval --workdir=$(WORKDIR)
+	$(VENV)/bin/semcorr-match --workdir=$(WORKDIR) --source=$(WORKDIR)/eval/pairs/pair_000_source.png \
+	  --target=$(WORKDIR)/eval/pairs/pair_000_target.png --output=$(WORKDIR)/match.png
 
 test: setup
 	$(PY) -m pytest -q tests
