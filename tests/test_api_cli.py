@@ -6,7 +6,6 @@ small; one test runs the real tiny SFNet through the API.
 """
 
 import csv
-import importlib.util
 import json
 import os
 import shutil
@@ -23,6 +22,7 @@ import pytest
 import semcorr_jax
 from semcorr_jax import api
 from semcorr_jax import checkpointing
+from semcorr_jax import config_files
 from semcorr_jax import geometry
 from semcorr_jax import methods
 from semcorr_jax.errors import SemcorrError
@@ -63,15 +63,8 @@ class ShiftMethod(base.Method):
 
 
 def _config(method='shift_test'):
-  spec = importlib.util.spec_from_file_location(
-      'sfnet_config', os.path.join(REPO, 'configs', 'sfnet.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config('test')
-  with config.unlocked():
-    config.method = method
-    config.eval.num_pairs = 4
-  return config
+  return config_files.load(os.path.join(REPO, 'configs', 'sfnet.py:test'),
+                           {'method': method, 'eval.num_pairs': 4})
 
 
 def _make_workdir(workdir, config, params=None):

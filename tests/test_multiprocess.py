@@ -1,6 +1,5 @@
 """Two local processes form one data-parallel job and train like one process."""
 
-import importlib.util
 import os
 import socket
 import subprocess
@@ -10,7 +9,11 @@ import jax
 import numpy as np
 
 from semcorr_jax import checkpointing
+from semcorr_jax import config_files
 from semcorr_jax import train
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), 'helpers'))
+import multiprocess_train  # noqa: E402  pylint: disable=g-import-not-at-top
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, 'configs', 'sfnet.py')
@@ -24,15 +27,7 @@ def _free_port():
 
 
 def _single_process_config():
-  spec = importlib.util.spec_from_file_location('cfg', CONFIG)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config('test')
-  with config.unlocked():
-    config.optimizer.name = 'sgd'
-    config.optimizer.lr = 0.1
-    config.eval.untrained = False
-  return config
+  return config_files.load(CONFIG + ':test', multiprocess_train.OVERRIDES)
 
 
 def test_two_processes_train_like_one(tmp_path):

@@ -1,6 +1,5 @@
 """Trainer tests: data parallelism, checkpoints, resume, NaN guard."""
 
-import importlib.util
 import json
 import os
 import signal
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 
 from semcorr_jax import checkpointing
+from semcorr_jax import config_files
 from semcorr_jax import methods
 from semcorr_jax import parallel
 from semcorr_jax import train
@@ -25,19 +25,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _config(**overrides):
-  spec = importlib.util.spec_from_file_location(
-      'sfnet_config', os.path.join(REPO, 'configs', 'sfnet.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config('test')
-  with config.unlocked():
-    for key, value in overrides.items():
-      node = config
-      *path, leaf = key.split('.')
-      for p in path:
-        node = node[p]
-      node[leaf] = value
-  return config
+  return config_files.load(os.path.join(REPO, 'configs', 'sfnet.py:test'),
+                           overrides)
 
 
 def _first_batch(config):

@@ -10,21 +10,18 @@ os.environ['TF_CPP_MIN_LOG_LEVEL'] = '2'
 
 import jax  # noqa: E402  pylint: disable=g-import-not-at-top
 
+# Shared with the single-process reference run of the test.
+OVERRIDES = {'optimizer.name': 'sgd', 'optimizer.lr': 0.1,
+             'eval.untrained': False}
+
 
 def main():
   port, process_id, workdir, config_path = sys.argv[1:5]
   jax.distributed.initialize(coordinator_address=f'127.0.0.1:{port}',
                              num_processes=2, process_id=int(process_id))
-  import importlib.util  # pylint: disable=g-import-not-at-top
+  from semcorr_jax import config_files  # pylint: disable=g-import-not-at-top
   from semcorr_jax import train  # pylint: disable=g-import-not-at-top
-  spec = importlib.util.spec_from_file_location('cfg', config_path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config('test')
-  with config.unlocked():
-    config.optimizer.name = 'sgd'
-    config.optimizer.lr = 0.1
-    config.eval.untrained = False
+  config = config_files.load(config_path + ':test', OVERRIDES)
   print(f'process {jax.process_index()}/{jax.process_count()} devices '
         f'{jax.device_count()} local {jax.local_device_count()}', flush=True)
   results = train.train_and_evaluate(config, workdir)
