@@ -1,6 +1,5 @@
 """Evaluation: PCK, keypoint transfer, synthetic evaluation, pictures."""
 
-import importlib.util
 import json
 import math
 import os
@@ -10,6 +9,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
+from semcorr_jax import config_files
 from semcorr_jax.evaluation import keypoints as kp
 from semcorr_jax.evaluation import pck as pck_lib
 from semcorr_jax.evaluation import reports
@@ -86,11 +86,7 @@ def test_grid_points_in_mask():
 
 # --- synthetic evaluation -----------------------------------------------------
 def _sfnet_test_config():
-  spec = importlib.util.spec_from_file_location(
-      'sfnet_config', os.path.join(REPO, 'configs', 'sfnet.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config('test')
+  return config_files.load(os.path.join(REPO, 'configs', 'sfnet.py:test'))
 
 
 class ShiftFake:
