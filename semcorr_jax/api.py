@@ -25,6 +25,7 @@ import numpy as np
 from semcorr_jax import geometry
 from semcorr_jax.errors import SemcorrError
 from semcorr_jax.evaluation import keypoints as kp
+from semcorr_jax.evaluation import protocol
 from semcorr_jax.evaluation import synthetic
 from semcorr_jax.evaluation import visualize
 
@@ -101,19 +102,12 @@ class Matcher:
   def _to_model(self, image: np.ndarray) -> jax.Array:
     """(H, W, 3) -> (1, h, w, 3) at the model size (align_corners=True).
 
-    When shrinking, a Gaussian of sigma (scale - 1) / 2 per axis (as
-    scikit-image's anti-aliasing) is applied first; being symmetric it moves
-    no pixel, so the align-corners correspondence of positions stays exact.
+    `evaluation.protocol.resize_image`: when shrinking, a Gaussian of sigma
+    (scale - 1) / 2 per axis (as scikit-image's anti-aliasing) is applied
+    first; being symmetric it moves no pixel, so the align-corners
+    correspondence of positions stays exact.
     """
-    scale = [(n - 1) / max(m - 1, 1) for n, m in
-             zip(image.shape[:2], self.image_size)]
-    sigma = [max(0.0, (s - 1.0) / 2.0) for s in scale]
-    if max(sigma) > 0.25:
-      from skimage import filters  # pylint: disable=g-import-not-at-top
-      image = filters.gaussian(image, sigma=sigma, mode='nearest',
-                               channel_axis=-1, preserve_range=True)
-    return geometry.resize_images(jnp.asarray(image, jnp.float32)[None],
-                                  self.image_size)
+    return jnp.asarray(protocol.resize_image(image, self.image_size))[None]
 
   def match(self, source: Any, target: Any) -> dict[str, np.ndarray]:
     """Dense matches between two images.

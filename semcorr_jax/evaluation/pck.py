@@ -129,3 +129,59 @@ def alpha_mask_threshold(alpha: float, mask: np.ndarray) -> float:
   """alpha_bbox threshold of a foreground mask's box (NaN for empty masks)."""
   box = kp.mask_bbox(mask)
   return float('nan') if box is None else alpha_bbox_threshold(alpha, box)
+
+
+def keypoint_extent_threshold(alpha: float, points: np.ndarray,
+                              valid: np.ndarray | None = None,
+                              padding_bug: bool = False,
+                              pad_to: int = 40) -> float:
+  """alpha times the max side of the keypoints' extent (PF-WILLOW's L_pck).
+
+  `L = max(max_x - min_x, max_y - min_y)` over the valid points, which is
+  what SFNet, NCNet, weakalign and DCCNet use on PF-WILLOW (image A's 10
+  keypoints). With `padding_bug` the DHPF/CATs behaviour is reproduced: the
+  points are first padded with rows of (-1, -1) up to `pad_to` rows, so the
+  minimum becomes -1 and L is inflated (reference-facts.md §D.2, dhpf#3).
+
+  Args:
+    alpha: the PCK alpha.
+    points: (N, 2) (x, y) of the image compared in.
+    valid: optional (N,) bools; invalid points are left out before padding.
+    padding_bug: reproduce the -1 padding.
+    pad_to: rows after padding (40 in DHPF/CATs); no rows are added when
+      there are already `pad_to` valid points or more.
+
+  Returns:
+    alpha * L in pixels; NaN when no point is valid.
+  """
+  points = np.asarray(points, np.float64).reshape(-1, 2)
+  points = points[_valid(valid, points.shape[0])]
+  if points.shape[0] == 0:
+    return float('nan')
+  if padding_bug and points.shape[0] < pad_to:
+    filler = -np.ones((pad_to - points.shape[0], 2), np.float64)
+    points = np.concatenate([points, filler])
+  return float(alpha) * kp.bbox_max_side(kp.points_bbox(points))
+
+
+def square_points(points: np.ndarray, image_hw: Sequence[int], side: float
+                  ) -> np.ndarray:
+  """Points of an H x W image squashed onto a side x side square.
+
+  Plain scaling `x' = x side / W`, `y' = y side / H`, as every PF-PASCAL
+  implementation does before its alpha_img PCK (weakalign/NCNet/DCCNet
+  `pck_procedure='scnet'` with side 224, SFNet 288, DHPF 240, CATs 256);
+  not the align-corners `(side - 1) / (W - 1)`. The side cancels in PCK
+  (L = side); what matters is the anisotropic squash.
+
+  Args:
+    points: (N, 2) (x, y) in the image's pixels.
+    image_hw: (H, W) of the image.
+    side: side of the square.
+
+  Returns:
+    (N, 2) float64 (x, y) in the square's pixels.
+  """
+  points = np.asarray(points, np.float64).reshape(-1, 2)
+  scale = np.array([float(side) / image_hw[1], float(side) / image_hw[0]])
+  return points * scale

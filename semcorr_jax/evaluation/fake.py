@@ -1,0 +1,105 @@
+"""Fake models with known mappings, for end-to-end tests of the metrics.
+
+Both functions have the `predict_pairs` signature
+`predict_fn(source (B, Hm, Wm, 3), target (B, Hm', Wm', 3)) ->
+{'mapping_st': (B, Hm, Wm, 2), 'mapping_ts': (B, Hm', Wm', 2)}`, in
+model-input pixels, float64 numpy (so analytic checks hold to ~1e-12); the
+image values are ignored, any batch size works.
+
+They act on align-corners NORMALISED coordinates of the model inputs
+(`x_n = 2 x / (W - 1) - 1`, docs/architecture.md):
+
+* `identity_predict_fn`: `target_n = source_n`.
+* `affine_predict_fn(A)`: `target_n = A @ [source_n, 1]` with A (2, 3), and
+  `mapping_ts` its inverse `source_n = M^-1 (target_n - b)` (A = [M | b]).
+
+With `pad = 0` the normalised coordinates of the model input equal those of
+the original image (the resize is align-corners), so a transfer through
+`PairPrediction` is exactly the affine map between the ORIGINAL images'
+normalised coordinates, whatever the image and model sizes (the mapping is
+affine in pixels, so its bilinear read-out is exact). With padding only the
+identity stays exact (an affine map of the padded frame is another affine
+map of the content, not A).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from semcorr_jax.errors import SemcorrError
+
+_IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+
+
+def _pixel_grid(h: int, w: int) -> np.ndarray:
+  xs, ys = np.meshgrid(np.arange(w, dtype=np.float64),
+                       np.arange(h, dtype=np.float64), indexing='xy')
+  return np.stack([xs, ys], axis=-1)
+
+
+def _spans(h: int, w: int) -> np.ndarray:
+  return np.array([max(w - 1, 1e-6), max(h - 1, 1e-6)], np.float64)
+
+
+def _affine_mapping(matrix: np.ndarray, from_hw, to_hw) -> np.ndarray:
+  """(H_a, W_a, 2) pixels of b for `b_n = M a_n + t` on a's pixel grid."""
+  grid_n = 2.0 * _pixel_grid(*from_hw) / _spans(*from_hw) - 1.0
+  out_n = grid_n @ matrix[:, :2].T + matrix[:, 2]
+  return (out_n + 1.0) * 0.5 * _spans(*to_hw)
+
+
+def _shapes(source: Any, target: Any):
+  source, target = np.shape(source), np.shape(target)
+  if len(source) != 4 or len(target) != 4 or source[0] != target[0]:
+    raise SemcorrError(f'expected two (B, H, W, 3) batches, got {source} and '
+                       f'{target}')
+  return source[0], tuple(source[1:3]), tuple(target[1:3])
+
+
+def affine_predict_fn(matrix: Any):
+  """A fake model whose `mapping_st` is `target_n = A @ [source_n, 1]`.
+
+  Args:
+    matrix: (2, 3) affine map of align-corners normalised (x, y); its 2 x 2
+      part must be invertible.
+
+  Returns:
+    `predict_fn(source, target) -> {'mapping_st', 'mapping_ts'}` float64
+    numpy, (B, Hs, Ws, 2) and (B, Ht, Wt, 2) absolute model-input pixels.
+
+  Raises:
+    SemcorrError: wrong shape or a singular 2 x 2 part.
+  """
+  forward = np.asarray(matrix, np.float64)
+  if forward.shape != (2, 3):
+    raise SemcorrError(f'affine matrix must be (2, 3), got {forward.shape}')
+  lin = forward[:, :2]
+  if abs(np.linalg.det(lin)) < 1e-12:
+    raise SemcorrError('affine matrix has a singular 2 x 2 part')
+  inv_lin = np.linalg.inv(lin)
+  backward = np.concatenate([inv_lin, -inv_lin @ forward[:, 2:]], axis=1)
+
+  def predict_fn(source: Any, target: Any) -> dict[str, np.ndarray]:
+    batch, src_hw, tgt_hw = _shapes(source, target)
+    st = _affine_mapping(forward, src_hw, tgt_hw)
+    ts = _affine_mapping(backward, tgt_hw, src_hw)
+    return {'mapping_st': np.broadcast_to(st, (batch,) + st.shape).copy(),
+            'mapping_ts': np.broadcast_to(ts, (batch,) + ts.shape).copy()}
+
+  return predict_fn
+
+
+def identity_predict_fn(source: Any, target: Any) -> dict[str, np.ndarray]:
+  """A fake model matching every point to the same normalised place.
+
+  Args:
+    source: (B, Hs, Ws, 3) (values ignored).
+    target: (B, Ht, Wt, 3).
+
+  Returns:
+    'mapping_st' (B, Hs, Ws, 2) float64 `x_t = x_s (Wt - 1) / (Ws - 1)`
+    (the pixel grid when the sizes agree), 'mapping_ts' the other way.
+  """
+  return affine_predict_fn(_IDENTITY)(source, target)
