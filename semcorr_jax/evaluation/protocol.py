@@ -20,6 +20,9 @@ fixes everything between the original images and a score:
 * `kps_padding_bug`: DHPF/CATs PF-WILLOW bug (-1 rows up to 40 points before
   the extent's min/max; `pck.keypoint_extent_threshold`).
 * `alphas`, `tss_alpha` (TSS flow accuracy), `batch_size` (pairs per call).
+* `caltech_reference` ('weakalign' Python area metrics, or 'dsp' the
+  original Matlab rules) and `polygon_offset` (added to the Caltech polygon
+  coordinates; -1 reads them as 1-based): `semcorr_jax.evaluation.caltech`.
 
 Defaults per benchmark (ours; then what the references did,
 reference-facts.md §A.7, §D.4; DHPF entries partly [unverified]):
@@ -100,6 +103,8 @@ def default_protocol(benchmark: str) -> ml_collections.ConfigDict:
       'square_side': 224,
       'kps_padding_bug': False,
       'tss_alpha': 0.05,
+      'caltech_reference': 'weakalign',
+      'polygon_offset': 0.0,
       'batch_size': 8,
   })
   protocol.update(_OVERRIDES[benchmark])
