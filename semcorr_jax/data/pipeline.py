@@ -33,8 +33,10 @@ def default_data_config() -> ml_collections.ConfigDict:
   """Every data field the pipeline and the sources read, with defaults.
 
   Fields:
-    source: 'embedded' (generated, no download) or 'voc2012' (PASCAL VOC 2012
-      segmentation, `semcorr_jax.data.voc`).
+    source: 'embedded' (generated, no download), 'voc2012' (PASCAL VOC 2012
+      segmentation, `semcorr_jax.data.voc`) or 'pf_pascal' (real PF-PASCAL
+      pairs with keypoints, `semcorr_jax.data.real_pairs`; splits 'train'
+      and 'heldout' = PF-PASCAL validation).
     image_size: (H, W) of the pair images (SFNet: 320 x 320); an int means
       square. Scenes are resized (bilinear, antialiased) to it.
     num_scenes: embedded: number of distinct 'train' scenes.
@@ -49,10 +51,14 @@ def default_data_config() -> ml_collections.ConfigDict:
     flip_prob: probability of a horizontal flip of the scene.
     color_jitter: brightness/contrast/saturation/hue strength (two
       independent draws, one per view); 0 disables it.
-    data_dir: TFDS data directory (voc2012); None = TFDS default.
-    manual_dir: folder holding the VOC tar / extracted files (voc2012).
+    data_dir: TFDS data directory (voc2012, pf_pascal); None = TFDS default.
+    manual_dir: folder holding the downloaded files: the VOC tar / extracted
+      files (voc2012), or PF-dataset-PASCAL/ and the split CSVs (pf_pascal,
+      see `semcorr_jax.data.benchmarks.pf_pascal`).
     exclude_list: file of image ids to leave out of VOC (e.g. the PF-PASCAL
       test images); None = the builder's default.
+    max_keypoints: pf_pascal: keypoint rows per pair in a batch (padded with
+      -1); a pair with more valid keypoints is an error.
   """
   return ml_collections.ConfigDict({
       'source': 'embedded',
@@ -70,6 +76,7 @@ def default_data_config() -> ml_collections.ConfigDict:
       'data_dir': None,
       'manual_dir': None,
       'exclude_list': None,
+      'max_keypoints': 20,
   })
 
 
@@ -155,7 +162,7 @@ def make_pair_dataset(data_config, split: str, *, batch_size: int, seed: int,
                       start_index: int = 0, process_index: int = 0,
                       process_count: int = 1, repeat: bool = True,
                       num_examples: int | None = None) -> tf.data.Dataset:
-  """Batches of synthetic pairs for one process.
+  """Batches of synthetic (or, for source 'pf_pascal', real) pairs.
 
   Args:
     data_config: see `default_data_config`.
@@ -177,7 +184,11 @@ def make_pair_dataset(data_config, split: str, *, batch_size: int, seed: int,
     dimension b (drop_remainder), host-sharded as in the module docstring:
     source/target_image (b, H, W, 3) float32 in [0, 1], source/target_mask and
     valid_st/ts (b, H, W) float32 in {0, 1}, mapping_st/ts (b, H, W, 2)
-    float32 pixels (x, y), index (b,) int64.
+    float32 pixels (x, y), index (b,) int64. Source 'pf_pascal' instead
+    yields source/target_image, source/target_keypoints
+    (b, max_keypoints, 2) float32 resized pixels (x, y), -1 padded,
+    keypoint_valid (b, max_keypoints) float32 and index
+    (`semcorr_jax.data.real_pairs`); num_examples defaults to one per pair.
 
   Raises:
     SemcorrError: for inconsistent arguments.
@@ -195,12 +206,21 @@ def make_pair_dataset(data_config, split: str, *, batch_size: int, seed: int,
   if num_examples is not None and num_examples < 1:
     raise errors.SemcorrError(f'num_examples must be >= 1, got {num_examples}.')
 
-  source = sources.get_source(data_config, split)
-  make = example_fn(data_config, source, split, seed)
+  if data_config.source == 'pf_pascal':
+    # Lazy: real pairs need tensorflow_datasets and a prepared dataset.
+    # pylint: disable-next=g-import-not-at-top
+    from semcorr_jax.data import real_pairs
+    pairs = real_pairs.pair_source(data_config, split)
+    make = real_pairs.example_fn(data_config, pairs, split, seed)
+    num_items = pairs.num_pairs
+  else:
+    source = sources.get_source(data_config, split)
+    make = example_fn(data_config, source, split, seed)
+    num_items = source.num_scenes
   if repeat:
     num_batches = _INDEX_STOP // global_batch
   else:
-    total = source.num_scenes if num_examples is None else num_examples
+    total = num_items if num_examples is None else num_examples
     num_batches = total // global_batch
   first_batch = start_index // global_batch
 
