@@ -5,10 +5,8 @@ official layout: `test_pairs_caltech_with_category.csv` beside
 `101_ObjectCategories/<class>/image_XXXX.jpg`.
 """
 
-import os
 import pathlib
 import shutil
-import sys
 import tempfile
 
 import numpy as np
@@ -20,8 +18,7 @@ from semcorr_jax import errors
 from semcorr_jax.data import benchmarks
 from semcorr_jax.data.benchmarks import caltech
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), 'helpers'))
-import caltech_fixture  # noqa: E402  pylint: disable=g-import-not-at-top
+from helpers import caltech_fixture
 
 PAIRS = caltech_fixture.PAIRS
 

@@ -1,10 +1,8 @@
 """Tests of the SPair-71k builder on the tiny fixture (tests/helpers)."""
 
 import json
-import os
 import pathlib
 import shutil
-import sys
 import tempfile
 
 import numpy as np
@@ -15,8 +13,7 @@ from semcorr_jax import errors
 from semcorr_jax.data import benchmarks
 from semcorr_jax.data.benchmarks import spair
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), 'helpers'))
-import spair_fixture as fx  # noqa: E402  pylint: disable=g-import-not-at-top
+from helpers import spair_fixture as fx
 
 URL = 'cvlab.postech.ac.kr/research/SPair-71k/data/SPair-71k.tar.gz'
 

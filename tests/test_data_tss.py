@@ -1,9 +1,7 @@
 """Tests of the TSS builder on the tiny fixture (tests/helpers/tss_fixture)."""
 
-import os
 import pathlib
 import shutil
-import sys
 import tempfile
 
 from etils import epath
@@ -15,8 +13,7 @@ from semcorr_jax import errors
 from semcorr_jax.data import benchmarks
 from semcorr_jax.data.benchmarks import tss
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), 'helpers'))
-import tss_fixture  # noqa: E402  pylint: disable=g-import-not-at-top
+from helpers import tss_fixture
 
 # (pair_id, group, source file, target file, flip) in CSV order.
 EXPECTED = [

@@ -1,8 +1,6 @@
 """Tests of the Caltech-101 metrics (LT-ACC, IoU, LOC-ERR), numbers by hand."""
 
-import os
 import pathlib
-import sys
 
 import ml_collections
 import numpy as np
@@ -13,8 +11,7 @@ from semcorr_jax import errors
 from semcorr_jax.data import benchmarks
 from semcorr_jax.evaluation import caltech
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), 'helpers'))
-import caltech_fixture  # noqa: E402  pylint: disable=g-import-not-at-top
+from helpers import caltech_fixture
 
 NAN = float('nan')
 

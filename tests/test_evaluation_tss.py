@@ -1,8 +1,6 @@
 """Tests of `.flo` I/O and the TSS flow-accuracy scoring (hand-computed)."""
 
-import os
 import struct
-import sys
 
 import ml_collections
 import numpy as np
@@ -12,8 +10,7 @@ from semcorr_jax.errors import SemcorrError
 from semcorr_jax.evaluation import flow_io
 from semcorr_jax.evaluation import tss
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), 'helpers'))
-import tss_fixture  # noqa: E402  pylint: disable=g-import-not-at-top
+from helpers import tss_fixture
 
 
 class FakePrediction:
