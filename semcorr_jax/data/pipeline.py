@@ -1,7 +1,9 @@
-"""The synthetic-pair tf.data pipeline.
+"""The pair tf.data pipeline: synthetic pairs, or real PF-PASCAL pairs.
 
 `make_pair_dataset` turns a scene source (`sources.get_source`) into batches of
-synthetic pairs in the batch format of docs/architecture.md.
+synthetic pairs in the batch format of docs/architecture.md, or, for
+`data.source='pf_pascal'`, serves real PF-PASCAL pairs with keypoints
+(`semcorr_jax.data.real_pairs`) under the same contracts.
 
 Determinism contract: the example with global index `i` under seed `s` is the
 same array in every process, in any order, after any restart. Everything

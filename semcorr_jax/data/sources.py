@@ -124,4 +124,5 @@ def get_source(data_config, split: str) -> SceneSource:
     from semcorr_jax.data import voc  # pylint: disable=g-import-not-at-top
     return voc.scene_source(data_config, split)
   raise errors.SemcorrError(
-      f"Unknown data source {source!r}; use 'embedded' or 'voc2012'.")
+      f"Unknown data source {source!r}; use 'embedded', 'voc2012' or "
+      "'pf_pascal' (real pairs).")
