@@ -1,7 +1,19 @@
-"""Evaluation: keypoint transfer, PCK, the synthetic benchmark, pictures.
+"""Evaluation: protocols, metrics, benchmark runs, pictures (numpy metrics).
 
 * `keypoints`: numpy read-out of mappings at points, keypoint grids, boxes.
-* `pck`: PCK and end-point error (weakalign conventions, reference-facts §D.4).
+* `pck`: PCK and end-point error (weakalign conventions, reference-facts §D.4),
+  the keypoint-extent threshold (with the DHPF/CATs padding bug as an option)
+  and the PF-PASCAL square frame.
+* `protocol`: how original images become model inputs (resize, SFNet's
+  288 + 16 padding) and how predictions come back (`PairPrediction`);
+  `default_protocol(benchmark)` states each benchmark's conventions.
+* `keypoint_benchmark`, `tss`, `caltech`: per-pair scoring and summaries of
+  the keypoint benchmarks (PF-PASCAL, PF-WILLOW, SPair-71k), TSS flow
+  accuracy and Caltech-101 label transfer; `spair_tables` the SPair-71k
+  per-factor tables; `flow_io` Middlebury `.flo` files.
+* `runner`: `evaluate_benchmark` over a TFDS benchmark, with JSON, Markdown,
+  per-pair CSV and a picture of the worst pairs.
+* `fake`: models with known mappings (identity, affine) for exact tests.
 * `synthetic`: `evaluate_synthetic` (one model), `evaluate_workdir` (a trained
   workdir beside its untrained twin).
 * `reports`: `write_eval` / `read_eval` (JSON + Markdown in workdir/eval) and
