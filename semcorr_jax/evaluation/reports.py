@@ -149,3 +149,80 @@ def write_eval(workdir: str, name: str, results: Mapping[str, Any]
                                       sort_keys=True) + '\n')
   _atomic_write(md_path, _markdown(name, results))
   return json_path, md_path
+
+
+# --- files of the benchmark runner -------------------------------------------
+def temporary_path(path: str) -> str:
+  """Where `path` is written before its final rename: `.<name>.tmp` beside
+  it (the convention of `semcorr_jax.cli.common.atomic_path`)."""
+  directory, name = os.path.split(os.path.abspath(path))
+  return os.path.join(directory, f'.{name}.tmp')
+
+
+def write_text(path: str, text: str, atomic: bool = True) -> str:
+  """Writes `text` to `path`; atomically (temporary file + rename) unless
+  the caller renames it itself (`atomic=False`)."""
+  tmp = temporary_path(path) if atomic else path
+  try:
+    with open(tmp, 'w', newline='') as f:
+      f.write(text)
+    if atomic:
+      os.replace(tmp, path)
+  finally:
+    if atomic and os.path.exists(tmp):
+      os.remove(tmp)
+  return path
+
+
+def to_json(results: Any) -> str:
+  """Strict JSON text (NaN/inf -> null, numpy -> Python), sorted keys."""
+  return json.dumps(_json_ready(results), indent=2, sort_keys=True,
+                    allow_nan=False) + '\n'
+
+
+def write_json(path: str, results: Any, atomic: bool = True) -> str:
+  """Writes `to_json(results)` to `path` (see `write_text`)."""
+  return write_text(path, to_json(results), atomic)
+
+
+def _csv_cell(value: Any) -> str:
+  """One CSV cell: floats in full precision ('nan' for NaN), bools as
+  'true'/'false', sequences joined by ';'."""
+  if isinstance(value, (bool, np.bool_)):
+    return 'true' if value else 'false'
+  if isinstance(value, (int, np.integer)):
+    return str(int(value))
+  if isinstance(value, (float, np.floating)):
+    return repr(float(value))
+  if isinstance(value, bytes):
+    return value.decode()
+  if isinstance(value, (list, tuple, np.ndarray)):
+    return ';'.join(_csv_cell(v) for v in np.asarray(value).ravel().tolist())
+  return str(value)
+
+
+def csv_columns(records: Sequence[Mapping[str, Any]]) -> list[str]:
+  """Every field of the records, in order of first appearance."""
+  columns: dict[str, None] = {}
+  for record in records:
+    for key in record:
+      columns.setdefault(str(key), None)
+  return list(columns)
+
+
+def write_csv(path: str, records: Sequence[Mapping[str, Any]],
+              atomic: bool = True) -> str:
+  """One row per record, a header of every field (`csv_columns`).
+
+  A field missing from a record is an empty cell. Cells: `_csv_cell`.
+  """
+  import csv  # pylint: disable=g-import-not-at-top
+  import io  # pylint: disable=g-import-not-at-top
+  columns = csv_columns(records)
+  buffer = io.StringIO()
+  writer = csv.writer(buffer, lineterminator='\n')
+  writer.writerow(columns)
+  for record in records:
+    writer.writerow([_csv_cell(record[c]) if c in record else ''
+                     for c in columns])
+  return write_text(path, buffer.getvalue(), atomic)
