@@ -22,7 +22,7 @@ from semcorr_jax.errors import SemcorrError
 from semcorr_jax.evaluation import fake
 from semcorr_jax.evaluation import reports
 from semcorr_jax.evaluation import runner
-from semcorr_jax.evaluation import visualize
+from semcorr_jax.evaluation import worst_pairs
 
 from helpers import caltech_fixture
 from helpers import pf_fixture
@@ -31,7 +31,7 @@ from helpers import tss_fixture
 
 
 MODEL = (32, 32)
-PANEL = 192  # visualize.WORST_PANEL_INCHES (2.4) x WORST_DPI (80)
+PANEL = 192  # worst_pairs.WORST_PANEL_INCHES (2.4) x WORST_DPI (80)
 KEYPOINT_COLUMNS = ['pair_id', 'category', 'num_keypoints', 'threshold_px',
                     'pck@0.05', 'pck@0.1', 'pck@0.15', 'mean_error_px']
 
@@ -127,7 +127,7 @@ def test_pf_pascal_scale_writes_exact_scores_and_files(pf_pascal_dir,
   assert '| all | 4 | 15 | 0.062 | 0.562 | 1.000 |' in markdown
   # Four pairs with a finite PCK, at most num_worst (6) rows of 4 panels.
   assert Image.open(paths['png']).size == (4 * PANEL, 4 * PANEL)
-  assert visualize.worst_pairs_size(4) == (4 * PANEL, 4 * PANEL)
+  assert worst_pairs.worst_pairs_size(4) == (4 * PANEL, 4 * PANEL)
 
 
 def test_pf_pascal_sfnet_preset_and_num_pairs(pf_pascal_dir, tmp_path):
@@ -331,7 +331,7 @@ def test_failing_run_keeps_earlier_results(pf_willow_dir, tmp_path,
   def no_disk(*args, **kwargs):
     raise OSError(28, 'No space left on device')
 
-  monkeypatch.setattr(visualize, 'draw_worst_pairs', no_disk)
+  monkeypatch.setattr(worst_pairs, 'draw_worst_pairs', no_disk)
   with pytest.raises(OSError, match='No space left'):
     _run(fake.affine_predict_fn([[1, 0, 0.15], [0, 1, 0]]), 'pf_willow',
          pf_willow_dir, tmp_path)

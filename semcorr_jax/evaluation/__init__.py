@@ -13,6 +13,7 @@
   per-factor tables; `flow_io` Middlebury `.flo` files.
 * `runner`: `evaluate_benchmark` over a TFDS benchmark, with JSON, Markdown,
   per-pair CSV and a picture of the worst pairs.
+* `worst_pairs`: the picture of a run's worst pairs.
 * `fake`: models with known mappings (identity, affine) for exact tests.
 * `synthetic`: `evaluate_synthetic` (one model), `evaluate_workdir` (a trained
   workdir beside its untrained twin).

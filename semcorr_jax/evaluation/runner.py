@@ -24,7 +24,7 @@ when a label is given, e.g. `pf_pascal_test_untrained`):
 * `<stem>.md`: a header stating the protocol, then the scorer's tables (and
   SPair-71k's per-factor tables).
 * `<stem>_pairs.csv`: one row per pair with every record field.
-* `<stem>_worst.png`: the worst pairs (`visualize.draw_worst_pairs`).
+* `<stem>_worst.png`: the worst pairs (`worst_pairs.draw_worst_pairs`).
 
 All four are written to temporary files first and renamed only once all of
 them are complete: a failing run never leaves half a file and never removes
@@ -390,7 +390,7 @@ def evaluate_benchmark(predict_fn: PredictFn, benchmark: str, *,
 def _write_outputs(out_dir, results, markdown, records, worst, kind,
                    protocol, primary) -> dict[str, str]:
   """Writes the four files, all or none (module docstring)."""
-  from semcorr_jax.evaluation import visualize  # pylint: disable=g-import-not-at-top
+  from semcorr_jax.evaluation import worst_pairs  # pylint: disable=g-import-not-at-top
   os.makedirs(out_dir, exist_ok=True)
   paths = output_paths(out_dir, results['benchmark'], results['split'],
                        results.get('label', ''))
@@ -399,10 +399,10 @@ def _write_outputs(out_dir, results, markdown, records, worst, kind,
     reports.write_json(tmp['json'], results, atomic=False)
     reports.write_text(tmp['md'], markdown, atomic=False)
     reports.write_csv(tmp['csv'], records, atomic=False)
-    rows = [visualize.worst_pair_row(ex, pred, record, kind, protocol,
+    rows = [worst_pairs.worst_pair_row(ex, pred, record, kind, protocol,
                                      primary) for ex, pred, record in worst]
     label = f" ({results['label']})" if results.get('label') else ''
-    visualize.draw_worst_pairs(
+    worst_pairs.draw_worst_pairs(
         tmp['png'], rows,
         title=(f"{results['benchmark']} {results['split']}{label}: the "
                f'{len(rows)} pairs with the lowest {primary}'))
