@@ -219,7 +219,7 @@ def _assert_user_error(proc, match):
 
 def test_eval_cli_unknown_benchmark(shift_workdir):
   proc = _cli('evaluate', f'--workdir={shift_workdir}', '--benchmark=spair')
-  _assert_user_error(proc, 'not available yet; supported: synthetic')
+  _assert_user_error(proc, "unknown benchmark 'spair'; supported: synthetic")
 
 
 @pytest.fixture(scope='module')

@@ -91,7 +91,7 @@ def test_eval_pf_pascal_trained_and_untrained(workdir, pf_pascal_dir):
 def test_eval_user_errors_keep_eval_files(workdir, pf_pascal_dir, tmp_path):
   before = _snapshot(os.path.join(workdir, 'eval'))
   proc = _eval(f'--workdir={workdir}', '--benchmark=pf')
-  _one_error_line(proc, "benchmark 'pf' is not available yet; supported: "
+  _one_error_line(proc, "unknown benchmark 'pf'; supported: "
                   'synthetic, pf_pascal, pf_willow, spair71k, tss, caltech101')
   proc = _eval(f'--workdir={workdir}', '--benchmark=pf_pascal')
   _one_error_line(proc, 'pf_pascal needs --data_dir')
@@ -104,3 +104,29 @@ def test_eval_user_errors_keep_eval_files(workdir, pf_pascal_dir, tmp_path):
   _one_error_line(proc, 'PF-PASCAL: no test_pairs_pf_pascal.csv or '
                   "test_pairs.csv for split 'test'")
   assert _snapshot(os.path.join(workdir, 'eval')) == before
+
+
+def test_eval_sfnet_padding_protocol_at_a_chosen_resolution(workdir,
+                                                            pf_pascal_dir):
+  # --protocol=sfnet --input_size=32: images squashed to 32 x 32, padded by
+  # 16 px to the model's 64 x 64. A target keypoint at x sits at
+  # 16 + 31 x / (W - 1) in the model, moves by (-1.5, +2) model pixels and
+  # comes back off by (1.5 (W - 1) / 31, 2 (H - 1) / 31) original pixels.
+  proc = _eval(f'--workdir={workdir}', '--benchmark=pf_pascal',
+               f'--data_dir={pf_pascal_dir}', '--protocol=sfnet',
+               '--input_size=32', '--alphas=0.1')
+  assert proc.returncode == 0, proc.stderr
+  assert 'note: evaluating' not in proc.stdout  # 32 + 2 x 16 = 64, as trained
+  results = json.load(open(os.path.join(workdir, 'eval',
+                                        'pf_pascal_test.json')))
+  assert results['protocol']['input_size'] == [32, 32]
+  assert results['protocol']['pad'] == 16
+  assert results['protocol']['alphas'] == [0.1]
+  sizes = [pf_fixture.pascal_size(s) for s, _ in pf_fixture.PASCAL_TEST]
+  errors = [math.hypot(1.5 * (w - 1) / 31 * 224 / w,
+                       2.0 * (h - 1) / 31 * 224 / h) for w, h in sizes]
+  assert results['summary']['mean_error_px'] == pytest.approx(
+      sum(errors) / 4, abs=1e-4)
+  proc = _eval(f'--workdir={workdir}', '--benchmark=pf_pascal',
+               f'--data_dir={pf_pascal_dir}', '--input_size=3x3')
+  _one_error_line(proc, "--input_size='3x3': expected H,W or N")

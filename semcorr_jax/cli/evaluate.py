@@ -28,9 +28,10 @@ dataset is prepared into `<data_dir>/tensorflow_datasets` on first use):
     --data_dir=~/data/caltech101 --untrained
 
 Protocol flags (defaults per benchmark: `semcorr_jax.evaluation.protocol`):
-`--protocol=resize|sfnet`, `--direction=ts|st`, `--threshold=img|bbox|kps`,
-`--frame=square|original`, `--alphas=0.05,0.1,0.15`, `--kps_padding_bug`,
-`--batch_size`. `--num_pairs=N` scores the first N pairs only.
+`--protocol=resize|sfnet`, `--input_size=H,W` (evaluation resolution; the
+model runs at input_size + 2 pad), `--direction=ts|st`,
+`--threshold=img|bbox|kps`, `--frame=square|original`, `--alphas=0.05,0.1,0.15`, `--kps_padding_bug`,
+`--eval_batch_size`. `--num_pairs=N` scores the first N pairs only.
 
 A real benchmark writes, under `<workdir>/eval/`, `<benchmark>_<split>.json`
 ({'benchmark', 'split', 'label', 'step', 'protocol', 'summary'}), `.md`
@@ -55,9 +56,10 @@ REAL_BENCHMARKS = ('pf_pascal', 'pf_willow', 'spair71k', 'tss',
                    'caltech101')
 BENCHMARKS = ('synthetic',) + REAL_BENCHMARKS
 # Flags that only apply to the real benchmarks.
-_REAL_ONLY = ('data_dir', 'tfds_dir', 'split', 'protocol', 'direction',
+_REAL_ONLY = ('data_dir', 'tfds_dir', 'split', 'protocol', 'input_size',
+              'direction',
               'threshold', 'frame', 'alphas', 'kps_padding_bug',
-              'batch_size', 'untrained', 'num_worst')
+              'eval_batch_size', 'untrained', 'num_worst')
 
 
 def _define_flags() -> None:
@@ -79,6 +81,10 @@ def _define_flags() -> None:
        '<data_dir>/tensorflow_datasets)'),
       ('string', 'split', None, 'dataset split (default: test)'),
       ('string', 'protocol', None, 'protocol preset: resize or sfnet'),
+      ('string', 'input_size', None,
+       'evaluation resolution H,W (or N) the images are resized to before '
+       'padding; the model then runs at input_size + 2 pad (default: the '
+       "model's training size)"),
       ('string', 'direction', None,
        "'ts' (target points -> source) or 'st'"),
       ('string', 'threshold', None, 'PCK length: img, bbox or kps'),
@@ -86,7 +92,7 @@ def _define_flags() -> None:
       ('string', 'alphas', None, 'PCK alphas, e.g. 0.05,0.1,0.15'),
       ('bool', 'kps_padding_bug', False,
        'PF-WILLOW: reproduce the DHPF/CATs -1 padding of the kps extent'),
-      ('integer', 'batch_size', None, 'pairs per model call'),
+      ('integer', 'eval_batch_size', None, 'pairs per model call'),
       ('bool', 'untrained', False,
        'also score the untrained model (same architecture at init)'),
       ('integer', 'num_worst', 6, 'pairs drawn in <...>_worst.png'),
@@ -120,14 +126,31 @@ def _alphas(text: str | None):
   return values
 
 
+def _size(text: str | None):
+  if text is None:
+    return None
+  try:
+    values = tuple(int(v) for v in text.split(',') if v.strip())
+  except ValueError as e:
+    raise SemcorrError(f'--input_size={text!r}: expected H,W or N, e.g. '
+                       '288,288') from e
+  if len(values) == 1:
+    values = values * 2
+  if len(values) != 2 or min(values) < 2:
+    raise SemcorrError(f'--input_size={text!r}: expected H,W or N (>= 2), '
+                       'e.g. 288,288')
+  return values
+
+
 def _protocol_from_flags(benchmark: str):
   from semcorr_jax.evaluation import runner  # pylint: disable=g-import-not-at-top
   bug = FLAGS.kps_padding_bug if FLAGS['kps_padding_bug'].present else None
   return runner.build_protocol(
-      benchmark, FLAGS.protocol, direction=FLAGS.direction,
+      benchmark, FLAGS.protocol, input_size=_size(FLAGS.input_size),
+      direction=FLAGS.direction,
       threshold=FLAGS.threshold, frame=FLAGS.frame,
       alphas=_alphas(FLAGS.alphas), kps_padding_bug=bug,
-      batch_size=FLAGS.batch_size)
+      batch_size=FLAGS.eval_batch_size)
 
 
 def _main_synthetic() -> None:
@@ -177,7 +200,17 @@ def _main_real(benchmark: str) -> None:
   with common.native_stderr_held():
     config, method, variables, step = checkpointing.restore_for_inference(
         FLAGS.workdir, FLAGS.step)
-  model_size = tuple(int(s) for s in config.data.image_size)
+  trained_size = tuple(int(s) for s in config.data.image_size)
+  if protocol.input_size is None:
+    model_size = trained_size
+  else:  # The protocol fixes the resolution the model runs at.
+    model_size = tuple(int(s) + 2 * int(protocol.pad)
+                       for s in protocol.input_size)
+    if model_size != trained_size:
+      print(f'note: evaluating at {model_size[0]}x{model_size[1]} (input '
+            f'{protocol.input_size[0]}x{protocol.input_size[1]} + '
+            f'{protocol.pad} px padding); the model was trained at '
+            f'{trained_size[0]}x{trained_size[1]}')
   out_dir = os.path.join(FLAGS.workdir, 'eval')
   kwargs = dict(model_size=model_size, split=split, data_dir=FLAGS.data_dir,
                 tfds_dir=FLAGS.tfds_dir, protocol=protocol,
@@ -211,7 +244,7 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   if FLAGS.benchmark not in BENCHMARKS:
-    raise SemcorrError(f'benchmark {FLAGS.benchmark!r} is not available yet; '
+    raise SemcorrError(f'unknown benchmark {FLAGS.benchmark!r}; '
                        f"supported: {', '.join(BENCHMARKS)}")
   # Imported in the helpers: JAX and the models load once the flags are fine.
   if FLAGS.benchmark == 'synthetic':

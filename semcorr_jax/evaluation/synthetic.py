@@ -299,8 +299,9 @@ def evaluate_workdir(workdir: str, benchmark: str = 'synthetic',
       checkpoint.
   """
   if benchmark not in BENCHMARKS:
-    raise SemcorrError(f'benchmark {benchmark!r} is not available yet; '
-                       f"supported: {', '.join(BENCHMARKS)}")
+    raise SemcorrError(f'evaluate_workdir scores the synthetic benchmark '
+                       f'only, not {benchmark!r}; real benchmarks: '
+                       'semcorr_jax.evaluation.runner.evaluate_benchmark')
   # Imported lazily: restoring needs Orbax and the method registry.
   from semcorr_jax import checkpointing  # pylint: disable=g-import-not-at-top
   from semcorr_jax.evaluation import visualize  # pylint: disable=g-import-not-at-top
