@@ -75,15 +75,23 @@ def test_batch_format(config):
 
 def test_keypoints_scaled_by_hand(records):
   # Row 0: 2007_000001 (W x H = 32 x 24) -> 2007_000002 (28 x 36), resized
-  # to 20 x 16. Source unit (0.25, 0.25) is (7.75, 5.75) in the original:
-  # x' = 7.75 * (20 - 1) / (32 - 1) = 4.75, y' = 5.75 * (16 - 1) / (24 - 1)
-  # = 3.75. Target (6.75, 8.75): 6.75 * 19 / 27 = 4.75, 8.75 * 15 / 35 =
-  # 3.75. Keypoint 3 (invisible in the target) is dropped; 3 valid of 6.
+  # to 20 x 16 with tf.image.resize's half-pixel map x' = (x + .5) W'/W - .5.
+  # Source unit (0.25, 0.25) is (7.75, 5.75) in the original:
+  # x' = 8.25 * 20 / 32 - .5 = 4.65625, y' = 6.25 * 16 / 24 - .5 = 3.6667.
+  # Target (6.75, 8.75): 7.25 * 20 / 28 - .5 = 4.6786,
+  # 9.25 * 16 / 36 - .5 = 3.6111. Keypoint 3 (invisible in the target) is
+  # dropped; 3 valid of 6.
   first = records[0]
-  expected = [[4.75, 3.75], [14.25, 3.75], [9.5, 11.25],
-              [-1, -1], [-1, -1], [-1, -1]]
-  np.testing.assert_allclose(first['source_keypoints'], expected, atol=1e-5)
-  np.testing.assert_allclose(first['target_keypoints'], expected, atol=1e-5)
+  # Units (0.75, 0.25) and (0.5, 0.75) likewise: source x 23.25 -> 14.34375,
+  # 15.5 -> 9.5, y 17.25 -> 11.3333; target x 20.25 -> 20.75 * 20 / 28 - .5
+  # = 14.3214, 13.5 -> 9.5, y 26.25 -> 26.75 * 16 / 36 - .5 = 11.3889.
+  source = [[4.65625, 11 / 3], [14.34375, 11 / 3], [9.5, 34 / 3],
+            [-1, -1], [-1, -1], [-1, -1]]
+  target = [[7.25 * 20 / 28 - 0.5, 9.25 * 16 / 36 - 0.5],
+            [20.75 * 20 / 28 - 0.5, 9.25 * 16 / 36 - 0.5],
+            [9.5, 26.75 * 16 / 36 - 0.5], [-1, -1], [-1, -1], [-1, -1]]
+  np.testing.assert_allclose(first['source_keypoints'], source, atol=1e-5)
+  np.testing.assert_allclose(first['target_keypoints'], target, atol=1e-5)
   np.testing.assert_array_equal(first['keypoint_valid'], [1, 1, 1, 0, 0, 0])
   # The images: the JPEG decoded, /255, resized (bilinear, antialiased).
   decoded = tf.io.decode_jpeg(fx.pascal_image_bytes('2007_000001'))
@@ -95,14 +103,18 @@ def test_keypoints_scaled_by_hand(records):
 
 def test_flip_mirrors_images_and_keypoints(records):
   # Row 2 is row 0 with flip=1: both images reversed left-right, and
-  # x -> (20 - 1) - x: 4.75 -> 14.25, 14.25 -> 4.75, 9.5 -> 9.5.
+  # x -> (20 - 1) - x on the resized points, y unchanged.
   plain, flipped = records[0], records[2]
   for key in ('source_image', 'target_image'):
     np.testing.assert_array_equal(flipped[key], plain[key][:, ::-1])
-  expected = [[14.25, 3.75], [4.75, 3.75], [9.5, 11.25],
-              [-1, -1], [-1, -1], [-1, -1]]
   for key in ('source_keypoints', 'target_keypoints'):
+    valid = plain['keypoint_valid'] > 0
+    expected = plain[key].copy()
+    expected[valid, 0] = 19.0 - plain[key][valid, 0]
     np.testing.assert_allclose(flipped[key], expected, atol=1e-5)
+  # Source keypoint 0: 4.65625 -> 14.34375 (the mirror of keypoint 1).
+  np.testing.assert_allclose(flipped['source_keypoints'][0], [14.34375, 11 / 3],
+                             atol=1e-5)
   np.testing.assert_array_equal(flipped['keypoint_valid'],
                                 plain['keypoint_valid'])
   # Rows 1 (flip) and 4 (no flip) are the same bicycle pair; its target is

@@ -19,9 +19,11 @@ One example (batch keys of docs/architecture.md for real pairs):
   source_image, target_image  (H, W, 3) float32 in [0, 1]: the image squashed
                               to `image_size` (bilinear, antialiased)
   source_keypoints,           (K, 2) float32 (x, y) in the resized pixels,
-  target_keypoints            x' = x (W' - 1) / (W - 1) (align corners, as
-                              docs/architecture.md); rows past the pair's
-                              valid points hold -1; K = `max_keypoints`
+  target_keypoints            x' = (x + 1/2) W' / W - 1/2, the map of
+                              `tf.image.resize` (half-pixel centres), so the
+                              points stay on the same image content; rows
+                              past the pair's valid points hold -1;
+                              K = `max_keypoints`
   keypoint_valid              (K,) float32 in {0, 1}
   index                       () int64, the global example index
 
@@ -30,8 +32,6 @@ front. Pairs with `flip` (half of the train rows) are mirrored as ncnet /
 weakalign / DHPF / CATs do: both images flipped left-right, and every
 keypoint `x -> W' - 1 - x` (the exact mirror for pixel centres at integer
 coordinates; DHPF/CATs write `W - x` in their pixel-edge convention).
-Tensorflow's resize samples with half-pixel centres while the keypoints are
-scaled with aligned corners; the two differ by less than half a source pixel.
 """
 
 from __future__ import annotations
@@ -228,18 +228,19 @@ def record_fn(table: PairTable, image_size) -> Callable[[tf.Tensor], dict]:
   valid = tf.constant(table.keypoint_valid, tf.float32)
   flips = tf.constant(table.flip, tf.bool)
   num_keypoints = table.keypoint_valid.shape[1]
-  new_size = tf.constant([width - 1, height - 1], tf.float32)
+  new_size = tf.constant([width, height], tf.float32)
 
   def view(image_id, points, keep, flip):
     image = tf.io.decode_image(tf.gather(images, image_id), channels=3,
                                expand_animations=False)
     shape = tf.cast(tf.shape(image)[:2], tf.float32)  # (H, W)
-    old_size = tf.maximum(tf.stack([shape[1], shape[0]]) - 1.0, 1.0)
+    old_size = tf.stack([shape[1], shape[0]])
     image = tf.cast(image, tf.float32) / 255.0
     image = tf.clip_by_value(
         tf.image.resize(image, (height, width), antialias=True), 0.0, 1.0)
     image = tf.ensure_shape(image, (height, width, 3))
-    points = points * (new_size / old_size)
+    # tf.image.resize samples at half-pixel centres: keep points on content.
+    points = (points + 0.5) * (new_size / old_size) - 0.5
     mirrored = tf.stack([(width - 1.0) - points[:, 0], points[:, 1]], axis=1)
     image = tf.cond(flip, lambda: tf.reverse(image, axis=[1]),
                     lambda: image)
