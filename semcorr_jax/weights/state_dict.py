@@ -4,17 +4,24 @@ Formats by suffix:
 
 * `.npz`: numpy archive, one array per key (what `save_npz` writes);
 * `.safetensors`: read with `safetensors.numpy` (no torch needed);
-* `.pth` / `.pt` / `.bin`: read with `torch.load(map_location='cpu',
-  weights_only=True)`, only where torch is installed. Without torch, convert
-  the file to `.npz` once on a machine that has it:
+* `.pth` / `.pt` / `.bin`: files from `torch.save`, either format (zip, torch
+  >= 1.6, or legacy), always read by `torch_pickle.read_torch_file`: no
+  torch needed, and with `torch.load(weights_only=True)` semantics: a
+  pickle that refers to anything but tensors and plain containers is
+  refused (`torch_pickle.UnsafePickleError`) before any of it runs. The
+  result does not depend on whether torch is installed. Checkpoints that
+  wrap the weights ({'state_dict': ...} or {'model': ...}) are unwrapped.
 
-    python -m semcorr_jax.weights.state_dict resnet101.pth resnet101.npz
+`save_torch_file` writes a zip-format `.pth` that `torch.load` reads (also
+with weights_only=True). To get torchvision's ImageNet ResNet as `.npz`:
 
-To dump torchvision's ImageNet ResNet-101 (needs torchvision and internet):
+    python -m semcorr_jax.weights.fetch resnet101 --output resnet101.npz
 
-    python -c "import numpy as np, torchvision; np.savez('resnet101.npz', **{k: v.numpy() for k, v in torchvision.models.resnet101(weights='IMAGENET1K_V1').state_dict().items()})"
+and to convert between formats (the output suffix picks the format):
 
-Every failure (missing file, corrupt file, unknown format) raises a
+    python -m semcorr_jax.weights.state_dict IN.pth OUT.npz
+
+Every failure (missing file, corrupt or unsafe file, unknown format) raises a
 `SemcorrError` with one line.
 """
 
@@ -22,10 +29,12 @@ from collections.abc import Mapping
 import os
 import pathlib
 import sys
+import zipfile
 
 import numpy as np
 
 from semcorr_jax.errors import SemcorrError
+from semcorr_jax.weights import torch_pickle
 
 TORCH_SUFFIXES = ('.pth', '.pt', '.bin')
 SUFFIXES = ('.npz', '.safetensors') + TORCH_SUFFIXES
@@ -39,7 +48,9 @@ def _to_numpy(value, key, path):
       value = value.float()
     return value.numpy()
   if isinstance(value, (np.ndarray, np.generic, int, float)):
-    return np.asarray(value)
+    value = np.asarray(value)
+    # ml_dtypes' bfloat16/float8 (from torch_pickle): float32, as for torch.
+    return value.astype(np.float32) if value.dtype.kind == 'V' else value
   raise SemcorrError(f'{path}: entry {key!r} is a {type(value).__name__}, '
                      'not a tensor; expected a flat state dict')
 
@@ -55,23 +66,7 @@ def _read_safetensors(path):
 
 
 def _read_torch(path):
-  try:
-    import torch  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    raise SemcorrError(
-        f'{path}: reading PyTorch files needs torch, which is not installed; '
-        'convert it to .npz on a machine with torch: python -m '
-        f'semcorr_jax.weights.state_dict {path} '
-        f'{pathlib.Path(path).with_suffix(".npz")}') from None
-  state = torch.load(path, map_location='cpu', weights_only=True)
-  # Training checkpoints often wrap the weights: {'state_dict': {...}, ...}.
-  for wrapper in ('state_dict', 'model'):
-    if isinstance(state, Mapping) and isinstance(state.get(wrapper), Mapping):
-      state = state[wrapper]
-  if not isinstance(state, Mapping):
-    raise SemcorrError(f'{path}: holds a {type(state).__name__}, not a state '
-                       'dict')
-  return state
+  return torch_pickle.read_torch_file(path)
 
 
 _READERS = {'.npz': _read_npz, '.safetensors': _read_safetensors}
@@ -79,7 +74,7 @@ _READERS.update({s: _read_torch for s in TORCH_SUFFIXES})
 
 
 def read_state_dict(path) -> dict[str, np.ndarray]:
-  """Reads a state dict from `.npz`, `.safetensors` or (with torch) `.pth`.
+  """Reads a state dict from `.npz`, `.safetensors` or `.pth`/`.pt`/`.bin`.
 
   Args:
     path: file path; the suffix picks the format.
@@ -123,17 +118,135 @@ def save_npz(state_dict: Mapping[str, object], path) -> None:
   np.savez(path, **arrays)
 
 
+# numpy dtype -> legacy torch storage class, for `save_torch_file`.
+_TORCH_STORAGES = {
+    'float64': 'DoubleStorage', 'float32': 'FloatStorage',
+    'float16': 'HalfStorage', 'int64': 'LongStorage', 'int32': 'IntStorage',
+    'int16': 'ShortStorage', 'int8': 'CharStorage', 'uint8': 'ByteStorage',
+    'bool': 'BoolStorage',
+}
+
+
+class _TorchPickle:
+  """Emits the protocol-2 pickle of `torch.save` for nested dicts of arrays.
+
+  Hand-written opcodes, since pickling a reference to `torch._utils`
+  functions with the `pickle` module would need torch importable.
+  """
+
+  def __init__(self):
+    self.out = bytearray(b'\x80\x02')  # PROTO 2
+    self.storages = []  # (key, little-endian bytes)
+
+  def _global(self, module, name):
+    self.out += b'c' + f'{module}\n{name}\n'.encode('ascii')
+
+  def _str(self, text):
+    data = text.encode('utf-8')
+    self.out += b'X' + len(data).to_bytes(4, 'little') + data
+
+  def _int(self, value):
+    data = int(value).to_bytes(9, 'little', signed=True)
+    self.out += b'\x8a\x09' + data  # LONG1, 9 bytes: any int64 fits.
+
+  def _ints(self, values):
+    self.out += b'('  # MARK
+    for value in values:
+      self._int(value)
+    self.out += b't'  # TUPLE
+
+  def _ordered_dict(self):
+    self._global('collections', 'OrderedDict')
+    self.out += b')R'  # EMPTY_TUPLE, REDUCE
+
+  def _tensor(self, array, name):
+    dtype = np.dtype(array.dtype)
+    storage = _TORCH_STORAGES.get(dtype.name)
+    if storage is None:
+      raise SemcorrError(f'{name}: dtype {dtype} has no torch storage type')
+    key = str(len(self.storages))
+    data = np.ascontiguousarray(array, dtype.newbyteorder('<')).tobytes()
+    self.storages.append((key, data))
+    self._global('torch._utils', '_rebuild_tensor_v2')
+    self.out += b'(('  # MARK the call's arguments, MARK the storage id.
+    self._str('storage')
+    self._global('torch', storage)
+    self._str(key)
+    self._str('cpu')
+    self._int(array.size)
+    self.out += b'tQ'  # TUPLE, BINPERSID
+    self._int(0)  # storage offset
+    self._ints(array.shape)
+    strides = [int(np.prod(array.shape[i + 1:])) for i in range(array.ndim)]
+    self._ints(strides)
+    self.out += b'\x89'  # requires_grad=False
+    self._ordered_dict()  # backward hooks
+    self.out += b'tR'
+
+  def value(self, value, name=''):
+    if isinstance(value, Mapping):
+      self._ordered_dict()
+      self.out += b'('
+      for k, v in value.items():
+        self._str(str(k))
+        self.value(v, f'{name}{k}.')
+      self.out += b'u'  # SETITEMS
+    elif isinstance(value, (bool, np.bool_)):
+      self.out += b'\x88' if value else b'\x89'
+    elif isinstance(value, int):
+      self._int(value)
+    elif isinstance(value, float):
+      self.out += b'G' + np.array(value, '>f8').tobytes()
+    elif isinstance(value, str):
+      self._str(value)
+    else:
+      self._tensor(_to_numpy(value, name.rstrip('.'), 'save_torch_file'),
+                   name.rstrip('.'))
+
+
+def save_torch_file(state_dict: Mapping[str, object], path) -> None:
+  """Writes (nested) `{key: array}` as a zip-format `torch.save` file.
+
+  `torch.load(path, weights_only=True)` returns an OrderedDict of tensors
+  (nested mappings stay nested, Python numbers stay numbers); no torch is
+  needed to write it. The file is written to a temporary name and renamed.
+
+  Args:
+    state_dict: {key: numpy array, torch tensor, number, or nested mapping}.
+    path: output path, e.g. 'weights.pth'.
+
+  Raises:
+    SemcorrError: a dtype without a torch storage type (e.g. uint16).
+  """
+  path = os.fspath(path)
+  writer = _TorchPickle()
+  writer.value(state_dict)
+  writer.out += b'.'  # STOP
+  archive = 'archive/'
+  tmp = path + '.tmp'
+  with zipfile.ZipFile(tmp, 'w', zipfile.ZIP_STORED) as z:
+    z.writestr(archive + 'data.pkl', bytes(writer.out))
+    z.writestr(archive + 'byteorder', 'little')
+    for key, data in writer.storages:
+      z.writestr(f'{archive}data/{key}', data)
+    z.writestr(archive + 'version', '3\n')
+  os.replace(tmp, path)
+
+
 def main(argv=None) -> int:
-  """CLI: `python -m semcorr_jax.weights.state_dict IN OUT.npz`."""
+  """CLI: `python -m semcorr_jax.weights.state_dict IN OUT.{npz,pth}`."""
   argv = sys.argv[1:] if argv is None else argv
   if len(argv) != 2:
-    print('usage: python -m semcorr_jax.weights.state_dict IN OUT.npz\n'
-          'converts a .pth/.pt/.bin/.safetensors/.npz state dict to .npz',
-          file=sys.stderr)
+    print('usage: python -m semcorr_jax.weights.state_dict IN OUT\n'
+          'converts a .pth/.pt/.bin/.safetensors/.npz state dict to OUT: '
+          '.npz, or .pth/.pt (zip-format torch file)', file=sys.stderr)
     return 2
   try:
     state = read_state_dict(argv[0])
-    save_npz(state, argv[1])
+    if pathlib.Path(argv[1]).suffix.lower() in ('.pth', '.pt'):
+      save_torch_file(state, argv[1])
+    else:
+      save_npz(state, argv[1])
   except SemcorrError as e:
     print(f'error: {e}', file=sys.stderr)
     return 1

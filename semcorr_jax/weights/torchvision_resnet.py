@@ -302,7 +302,8 @@ def load_backbone_weights(backbone_variables: Mapping,
   Args:
     backbone_variables: the ResNet's {'params', 'batch_stats'} (arrays or
       ShapeDtypeStructs), or a larger tree holding it at `subtree`.
-    path: `.npz`, `.safetensors`, or `.pth`/`.pt` (with torch installed).
+    path: `.npz`, `.safetensors`, or a `torch.save` file (`.pth`/`.pt`/`.bin`,
+      read without torch by `weights.torch_pickle`).
     stage_sizes: if given, checked against the variables' blocks.
     last_stage: if given, checked against the variables' last stage.
     subtree: see `load_into`.
