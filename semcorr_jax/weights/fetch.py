@@ -1,0 +1,242 @@
+r"""Downloads torchvision's ImageNet ResNet weights as the `.npz` we read.
+
+One command (needs internet once; no torch):
+
+  python -m semcorr_jax.weights.fetch resnet101 --output ~/weights/resnet101.npz
+  python -m semcorr_jax.weights.fetch resnet50 --output ~/weights/resnet50.npz
+
+then train with `--config.backbone.weights=~/weights/resnet101.npz`.
+
+It downloads torchvision's `IMAGENET1K_V1` file (`ResNet101_Weights` /
+`ResNet50_Weights` in torchvision/models/resnet.py; the weights SFNet used)
+from download.pytorch.org into a temporary file beside the output, checks
+that its sha256 starts with the 8 hex digits in the file name (as
+`torch.hub` does), reads it with `torch_pickle.read_torch_file` (no torch),
+checks that it is a complete torchvision ResNet state dict of that depth
+(`convert_torchvision_resnet`: every key, every shape, nothing extra),
+and writes the state dict, torchvision keys unchanged, as `.npz` (written
+to a temporary name, then renamed). The download is deleted afterwards
+unless `--keep_download` is given.
+
+Offline: download the file elsewhere (the URL is printed by `--help`) and
+convert it here with `--input`:
+
+  python -m semcorr_jax.weights.fetch resnet101 \
+    --input resnet101-63fe2227.pth --output ~/weights/resnet101.npz
+
+Every failure (no network, hash mismatch, incomplete file) is one
+`SemcorrError` line and exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import http.client
+import os
+import re
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+
+import numpy as np
+
+from semcorr_jax.errors import SemcorrError
+from semcorr_jax.models import resnet as resnet_lib
+from semcorr_jax.weights import torch_pickle
+from semcorr_jax.weights.torchvision_resnet import convert_torchvision_resnet
+
+_CHUNK = 1 << 20
+_HASH = re.compile(r'-([a-f0-9]{8,})\.')
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+  """A downloadable torchvision ResNet: its URL and stage sizes."""
+  url: str
+  stage_sizes: tuple[int, ...]
+
+  @property
+  def file_name(self) -> str:
+    return self.url.rsplit('/', 1)[-1]
+
+  @property
+  def sha256_prefix(self) -> str:
+    match = _HASH.search(self.file_name)
+    if not match:
+      raise SemcorrError(f'{self.url}: no sha256 prefix in the file name')
+    return match[1]
+
+
+# torchvision.models.ResNet{50,101}_Weights.IMAGENET1K_V1.
+MODELS = {
+    'resnet50': Model('https://download.pytorch.org/models/'
+                      'resnet50-0676ba61.pth', resnet_lib.STAGE_SIZES[50]),
+    'resnet101': Model('https://download.pytorch.org/models/'
+                       'resnet101-63fe2227.pth', resnet_lib.STAGE_SIZES[101]),
+}
+
+
+def sha256_of(path) -> str:
+  digest = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for chunk in iter(lambda: f.read(_CHUNK), b''):
+      digest.update(chunk)
+  return digest.hexdigest()
+
+
+def _check_hash(path, model: Model, what: str) -> None:
+  digest = sha256_of(path)
+  if not digest.startswith(model.sha256_prefix):
+    raise SemcorrError(
+        f'{what}: sha256 {digest[:16]}... does not start with '
+        f'{model.sha256_prefix} (expected {model.file_name}); the file is '
+        'corrupt or a different one')
+
+
+def download(model: Model, directory: str, timeout: float = 60.0) -> str:
+  """Downloads `model.url` into a new temporary file in `directory`.
+
+  Args:
+    model: what to download.
+    directory: where the temporary file goes (the output's folder, so that
+      a later rename stays on one file system).
+    timeout: seconds without data before giving up.
+
+  Returns:
+    The path of the verified download; the caller removes or renames it.
+
+  Raises:
+    SemcorrError: no network, HTTP error, or a sha256 mismatch (the partial
+      file is removed).
+  """
+  fd, tmp = tempfile.mkstemp(prefix=model.file_name + '.', suffix='.part',
+                             dir=directory)
+  try:
+    with os.fdopen(fd, 'wb') as out:
+      with urllib.request.urlopen(model.url, timeout=timeout) as response:
+        for chunk in iter(lambda: response.read(_CHUNK), b''):
+          out.write(chunk)
+    _check_hash(tmp, model, model.url)
+  except (urllib.error.URLError, http.client.HTTPException, OSError,
+          ValueError) as e:
+    os.unlink(tmp)
+    reason = getattr(e, 'reason', None) or e
+    raise SemcorrError(
+        f'cannot download {model.url} ({reason}); check the network, or '
+        'download the file elsewhere and convert it with --input FILE'
+    ) from None
+  except BaseException:
+    os.unlink(tmp)
+    raise
+  return tmp
+
+
+def write_npz(state: dict[str, np.ndarray], output: str) -> None:
+  """Writes `state` to `output` through a temporary file and a rename."""
+  fd, tmp = tempfile.mkstemp(suffix='.npz.part',
+                             dir=os.path.dirname(output) or '.')
+  try:
+    with os.fdopen(fd, 'wb') as f:
+      np.savez(f, **state)  # A file object: no '.npz' appended.
+    os.replace(tmp, output)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
+
+
+def convert(path, model: Model, output: str) -> dict[str, np.ndarray]:
+  """Checks a torchvision ResNet file strictly and writes it as `.npz`.
+
+  Args:
+    path: the downloaded `.pth` (any torch.save format).
+    model: the expected architecture (stage sizes; the width and class count
+      come from the file).
+    output: the `.npz` to write, with torchvision's keys.
+
+  Returns:
+    The state dict written.
+
+  Raises:
+    SemcorrError: unreadable file, or a missing/unexpected key or wrong shape.
+  """
+  state = torch_pickle.read_torch_file(path)
+  try:
+    convert_torchvision_resnet(state, model.stage_sizes, include_fc=True)
+  except SemcorrError as e:
+    raise SemcorrError(f'{path}: {e}') from None
+  write_npz(state, output)
+  return state
+
+
+def fetch(name: str, output, input_path=None, keep_download: bool = False,
+          timeout: float = 60.0) -> str:
+  """Downloads (or takes `input_path`), verifies and converts one model.
+
+  Returns:
+    The absolute path of the written `.npz`.
+  """
+  if name not in MODELS:
+    raise SemcorrError(f'unknown model {name!r}; one of {", ".join(MODELS)}')
+  model = MODELS[name]
+  output = os.path.abspath(os.path.expanduser(os.fspath(output)))
+  if not output.endswith('.npz'):
+    raise SemcorrError(f'--output {output} must end in .npz')
+  directory = os.path.dirname(output)
+  os.makedirs(directory, exist_ok=True)
+  if input_path is not None:
+    input_path = os.path.expanduser(os.fspath(input_path))
+    if not os.path.isfile(input_path):
+      raise SemcorrError(f'{input_path}: no such file')
+    _check_hash(input_path, model, input_path)
+    state = convert(input_path, model, output)
+  else:
+    print(f'downloading {model.url}', flush=True)
+    tmp = download(model, directory, timeout)
+    try:
+      state = convert(tmp, model, output)
+      if keep_download:
+        os.replace(tmp, os.path.join(directory, model.file_name))
+    finally:
+      if os.path.exists(tmp):
+        os.unlink(tmp)
+  print(f'wrote {len(state)} arrays ({name}, torchvision IMAGENET1K_V1) to '
+        f'{output}')
+  return output
+
+
+def main(argv=None) -> int:
+  """CLI; returns the exit status."""
+  parser = argparse.ArgumentParser(
+      prog='python -m semcorr_jax.weights.fetch',
+      description='Download torchvision ImageNet ResNet weights as .npz: '
+      + '; '.join(f'{k}: {m.url}' for k, m in MODELS.items()))
+  parser.add_argument('model', choices=sorted(MODELS))
+  parser.add_argument('--output', default=None,
+                      help='the .npz to write (default: ./<model>.npz)')
+  parser.add_argument('--input', default=None,
+                      help='convert this already downloaded .pth instead')
+  parser.add_argument('--keep_download', action='store_true',
+                      help='keep the .pth beside the output')
+  parser.add_argument('--timeout', type=float, default=60.0,
+                      help='network timeout in seconds')
+  args = parser.parse_args(argv)
+  try:
+    fetch(args.model, args.output or f'{args.model}.npz', args.input,
+          args.keep_download, args.timeout)
+  except SemcorrError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 1
+  return 0
+
+
+def run() -> None:
+  """Console-script entry point."""
+  sys.exit(main())
+
+
+if __name__ == '__main__':
+  run()
