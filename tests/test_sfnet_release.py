@@ -1,0 +1,177 @@
+"""Tests for semcorr_jax/weights/sfnet_release.py.
+
+The official key names and shapes come from tests/fixtures/sfnet_release_
+keys.json (written by tests/fixtures/make_sfnet_release_keys.py from the
+structure of SFNet's model.py). Full-size (ResNet-101) names and shapes are
+checked against `jax.eval_shape` only; values are checked on a narrow
+ResNet (width 4: layer3 64 channels, layer4 128), with the JSON's shapes
+scaled down.
+"""
+
+import json
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from semcorr_jax import checkpointing
+from semcorr_jax import config_files
+from semcorr_jax.errors import SemcorrError
+from semcorr_jax.models import backbones
+from semcorr_jax.models import sfnet
+from semcorr_jax.weights import sfnet_release
+from semcorr_jax.weights.state_dict import save_torch_file
+
+ROOT = pathlib.Path(__file__).parent.parent
+KEYS = json.loads((ROOT / 'tests' / 'fixtures' /
+                   'sfnet_release_keys.json').read_text())
+TINY = {'backbone.width': 4}  # layer3: 64 channels, layer4: 128.
+SCALE = {1024: 64, 2048: 128}
+
+
+def _config(variant, overrides=None):
+  return config_files.load(str(ROOT / 'configs' / f'sfnet.py:{variant}'),
+                           overrides)
+
+
+def _template(config):
+  model = sfnet.SFNet.from_config(config.model,
+                                  backbones.backbone_config(config))
+  x = jnp.zeros((1, 64, 64, 3))
+  return model, jax.eval_shape(model.init, jax.random.key(0), x, x)
+
+
+def _release(scale=None, seed=0):
+  """A random nested release from the JSON, channels mapped by `scale`."""
+  rng = np.random.default_rng(seed)
+  out = {}
+  for name in sfnet_release.STATE_DICTS:
+    out[name] = {}
+    for key, shape in KEYS[name]:
+      shape = [scale.get(d, d) for d in shape] if scale else shape
+      if key.endswith('num_batches_tracked'):
+        out[name][key] = np.array(1234, np.int64)
+      else:
+        out[name][key] = rng.standard_normal(shape).astype(np.float32)
+  return out
+
+
+def test_fixture_matches_reference_facts():
+  assert len(KEYS['state_dict1']) == len(KEYS['state_dict2']) == 14
+  counts = [sum(int(np.prod(s)) for k, s in KEYS[n]
+                if not k.endswith(('running_mean', 'running_var',
+                                   'num_batches_tracked')))
+            for n in sfnet_release.STATE_DICTS]
+  # reference-facts §A.2: adap3 ~ 52.4 M, adap4 ~ 75.5 M parameters.
+  assert round(counts[0] / 1e6, 1) == 52.4
+  assert round(counts[1] / 1e6, 1) == 75.5
+
+
+def test_paper_config_names_and_shapes_match_release():
+  model, template = _template(_config('paper'))
+  table = sfnet_release.release_mapping(template, model.levels)
+  release = {f'{n}.{k}': tuple(s) for n in sfnet_release.STATE_DICTS
+             for k, s in KEYS[n] if not k.endswith('num_batches_tracked')}
+  assert {k: shape for k, (_, shape) in table.items()} == release
+  path, shape = table['state_dict1.conv2.0.weight']
+  assert path == ('params', 'adapt_layer3', 'conv1', 'kernel')
+  assert shape == (1024, 1024, 5, 5)
+  assert table['state_dict2.conv1.1.running_var'][0] == (
+      'batch_stats', 'adapt_layer4', 'bn0', 'var')
+
+
+@pytest.fixture(scope='module')
+def tiny():
+  model, template = _template(_config('test', TINY))
+  return model, template, _release(SCALE)
+
+
+def test_values_land_in_place(tiny):
+  model, template, release = tiny
+  out = sfnet_release.import_sfnet_release(release, template, model.levels)
+  assert jax.tree.structure(out) == jax.tree.structure(template)
+  p3, p4 = out['params']['adapt_layer3'], out['params']['adapt_layer4']
+  s3 = out['batch_stats']['adapt_layer3']
+  sd1, sd2 = release['state_dict1'], release['state_dict2']
+  assert p3['conv0']['kernel'].shape == (5, 5, 64, 64)
+  np.testing.assert_array_equal(p3['conv0']['kernel'],
+                                sd1['conv1.0.weight'].transpose(2, 3, 1, 0))
+  np.testing.assert_array_equal(p3['conv1']['kernel'][1, 4, 7, 3],
+                                sd1['conv2.0.weight'][3, 7, 1, 4])
+  np.testing.assert_array_equal(p4['conv1']['bias'], sd2['conv2.0.bias'])
+  np.testing.assert_array_equal(p3['bn0']['scale'], sd1['conv1.1.weight'])
+  np.testing.assert_array_equal(p4['bn1']['bias'], sd2['conv2.1.bias'])
+  np.testing.assert_array_equal(s3['bn1']['mean'], sd1['conv2.1.running_mean'])
+  np.testing.assert_array_equal(out['batch_stats']['adapt_layer4']['bn0']
+                                ['var'], sd2['conv1.1.running_var'])
+  # The backbone is untouched (still the abstract template here).
+  assert isinstance(jax.tree.leaves(out['params']['backbone'])[0],
+                    jax.ShapeDtypeStruct)
+
+
+def test_reads_torch_file_and_flat_form(tiny, tmp_path):
+  model, template, release = tiny
+  path = tmp_path / 'best_checkpoint.pt'
+  save_torch_file(release, path)
+  from_file = sfnet_release.import_sfnet_release(path, template, model.levels)
+  flat = {f'{n}.{k}': v for n in release for k, v in release[n].items()}
+  from_flat = sfnet_release.import_sfnet_release(flat, template, model.levels)
+  for a, b in zip(jax.tree.leaves(from_file['params']['adapt_layer4']),
+                  jax.tree.leaves(from_flat['params']['adapt_layer4'])):
+    np.testing.assert_array_equal(a, b)
+
+
+def _error(release, template, levels):
+  with pytest.raises(SemcorrError) as info:
+    sfnet_release.import_sfnet_release(release, template, levels)
+  assert '\n' not in str(info.value)
+  return str(info.value)
+
+
+def test_strict_keys_and_shapes(tiny):
+  model, template, release = tiny
+  levels = model.levels
+  bad = _release(SCALE)
+  del bad['state_dict2']['conv2.1.running_mean']
+  bad['state_dict1']['conv3.0.weight'] = np.zeros(3)
+  bad['state_dict1']['conv1.0.weight'] = np.zeros((64, 64, 3, 3), np.float32)
+  message = _error(bad, template, levels)
+  assert '1 missing (state_dict2.conv2.1.running_mean)' in message
+  assert '1 unexpected (state_dict1.conv3.0.weight)' in message
+  assert ('state_dict1.conv1.0.weight: got (64, 64, 3, 3), expected '
+          '(64, 64, 5, 5)') in message
+  assert 'missing (state_dict2.' in _error(
+      {'state_dict1': release['state_dict1']}, template, levels)
+  assert 'unexpected (epoch)' in _error(dict(release, epoch=3), template,
+                                        levels)
+  assert 'no params/adapt_stage3' in _error(release, template,
+                                            ('stage3', 'stage5'))
+  # Files without num_batches_tracked (torch < 0.4.1) are fine.
+  old = {n: {k: v for k, v in sd.items() if 'num_batches' not in k}
+         for n, sd in release.items()}
+  sfnet_release.import_sfnet_release(old, template, levels)
+
+
+def test_workdir_is_evaluable(tiny, tmp_path, capsys):
+  _, _, release = tiny
+  path = tmp_path / 'best_checkpoint.pt'
+  save_torch_file(release, path)
+  config = _config('test', TINY)
+  workdir = sfnet_release.import_to_workdir(path, config, tmp_path / 'run')
+  assert 'backbone.weights is not set' in capsys.readouterr().err
+  config2, method, variables, step = checkpointing.restore_for_inference(
+      workdir)
+  assert step == 0 and config2.backbone.width == 4
+  np.testing.assert_array_equal(
+      variables['params']['adapt_layer3']['conv1']['kernel'],
+      release['state_dict1']['conv2.0.weight'].transpose(2, 3, 1, 0))
+  np.testing.assert_array_equal(
+      variables['batch_stats']['adapt_layer4']['bn1']['var'],
+      release['state_dict2']['conv2.1.running_var'])
+  x = jnp.zeros((1, 64, 64, 3))
+  out = jax.jit(method.predict)(variables, x, x)
+  assert out['mapping_st'].shape == (1, 64, 64, 2)
+  with pytest.raises(SemcorrError, match='already has checkpoints'):
+    sfnet_release.import_to_workdir(path, config, workdir)
