@@ -39,6 +39,7 @@ from semcorr_jax import checkpointing
 from semcorr_jax import methods
 from semcorr_jax import parallel
 from semcorr_jax import train
+from semcorr_jax.models import backbones
 
 # TensorFlow (only for --with_data) is imported later: keep its logs quiet.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -347,6 +348,8 @@ def benchmark(config: ml_collections.ConfigDict, name: str,
       'device_kind': kind,
       'device_count': n_dev,
       'dtype': dtype,
+      'backbone': backbones.BackboneSpec.from_config(
+          backbones.backbone_config(config)).describe(),
       'image_size': [int(s) for s in config.data.image_size],
       'batch_size': batch_size,
       'steps': steps,

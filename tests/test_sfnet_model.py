@@ -13,6 +13,7 @@ import pytest
 
 from semcorr_jax import geometry
 from semcorr_jax import methods
+from semcorr_jax.models import backbones
 from semcorr_jax.models import sfnet
 
 IMAGE = 64
@@ -32,8 +33,9 @@ def _config():
   c = ml_collections.ConfigDict()
   c.method = 'sfnet'
   c.model = sfnet.default_model_config()
-  c.model.backbone_stage_sizes = (1, 1, 1, 1)
-  c.model.backbone_width = 8
+  c.backbone = backbones.default_backbone_config()
+  c.backbone.stage_sizes = (1, 1, 1, 1)
+  c.backbone.width = 8
   c.loss = ml_collections.ConfigDict(
       dict(mask_weight=3.0, flow_weight=16.0, smooth_weight=0.5))
   c.optimizer = ml_collections.ConfigDict(
@@ -72,10 +74,14 @@ def apply_fn(method):
 
 def test_default_config_is_the_paper_setting():
   c = sfnet.default_model_config()
-  m = sfnet.SFNet.from_config(c)
-  assert (m.backbone_depth, m.adapt_kernels, m.adapt_units) == (101, (5, 3), 2)
+  m = sfnet.SFNet.from_config(c, backbones.default_backbone_config())
+  spec = m.backbone_spec
+  assert (spec.name, spec.depth, spec.features) == ('resnet', 101,
+                                                    ('layer3', 'layer4'))
+  assert (m.adapt_kernels, m.adapt_units) == ((5, 3), 2)
   assert (m.beta, m.kernel_sigma, m.dtype) == (50.0, 5.0, 'float32')
-  assert m.stage_sizes == (3, 4, 23, 3)
+  assert spec.resnet_stage_sizes == (3, 4, 23, 3)
+  assert spec.strides == (16, 32) and spec.channels == (1024, 2048)
   # Adaptation layers of the full model: ~52.4 M (layer3) + ~75.5 M (layer4).
   image = jnp.zeros((1, 320, 320, 3))
   shapes = jax.eval_shape(m.init, jax.random.key(0), image, image)
@@ -229,8 +235,9 @@ def test_predict_lifts_mappings_to_image_resolution(method, variables):
 
 
 def test_bfloat16_compute_keeps_float32_matching(variables):
-  model = sfnet.SFNet(backbone_stage_sizes=(1, 1, 1, 1), backbone_width=8,
-                      dtype='bfloat16')
+  model = sfnet.SFNet(
+      backbone_spec=backbones.BackboneSpec(stage_sizes=(1, 1, 1, 1), width=8),
+      dtype='bfloat16')
   batch = _batch(b=1)
   out = jax.eval_shape(model.apply, variables, batch['source_image'],
                        batch['target_image'])
@@ -248,7 +255,7 @@ def test_load_pretrained_fills_the_backbone_only(method, variables, tmp_path):
   weights.save_npz(
       weights.export_torchvision_resnet(other, subtree=('backbone',)), path)
   config = _config()
-  config.model.backbone_weights = path
+  config.backbone.weights = path
   loaded = methods.get('sfnet')(config, total_steps=1).load_pretrained(
       jax.device_get(variables))
   for col in ('params', 'batch_stats'):
@@ -256,3 +263,23 @@ def test_load_pretrained_fills_the_backbone_only(method, variables, tmp_path):
                  other[col]['backbone'])
   jax.tree.map(np.testing.assert_array_equal, loaded['params']['adapt_layer3'],
                jax.device_get(variables['params']['adapt_layer3']))
+
+
+def test_backbone_config_reads_pre_backbone_run_configs(method, variables):
+  # A workdir's config.json from before `config.backbone` existed.
+  old = ml_collections.ConfigDict({'model': {
+      'backbone_depth': 50, 'backbone_width': 16,
+      'backbone_stage_sizes': (1, 1, 1, 1), 'backbone_weights': None,
+      'adapt_kernels': (5, 3)}})
+  cfg = backbones.backbone_config(old)
+  spec = backbones.BackboneSpec.from_config(cfg)
+  assert spec == backbones.BackboneSpec(depth=50, width=16,
+                                        stage_sizes=(1, 1, 1, 1))
+  assert spec.features == ('layer3', 'layer4')
+  assert spec.describe() == 'resnet(1,1,1,1)/w16 layer3+layer4'
+  # weights='none' asks for the random initialisation, as None does.
+  config = _config()
+  config.backbone.weights = 'none'
+  assert methods.get('sfnet')(config, total_steps=1).load_pretrained(
+      variables) is variables
+  del method

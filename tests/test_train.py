@@ -99,7 +99,7 @@ def test_train_and_evaluate_writes_everything(tmp_path):
   assert all(np.isfinite(l['loss']) for l in lines if l['split'] == 'train')
   assert sorted(checkpointing.Checkpointer(str(tmp_path)).all_steps()) == [2, 4]
   restored = checkpointing.load_config(str(tmp_path))
-  assert restored.model.backbone_stage_sizes == (1, 1, 1, 1)
+  assert restored.backbone.stage_sizes == (1, 1, 1, 1)
   # Running again on a finished workdir resumes at the end: no new steps.
   again = train.train_and_evaluate(config, str(tmp_path))
   assert again['step'] == 4

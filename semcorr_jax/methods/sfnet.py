@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from semcorr_jax import geometry
 from semcorr_jax.losses import sfnet as sfnet_losses
 from semcorr_jax.methods import base
+from semcorr_jax.models import backbones
 from semcorr_jax.models import sfnet as sfnet_model
 
 Array = jax.Array
@@ -30,13 +31,15 @@ MODEL_STATE = base.MODEL_STATE
 class SFNetMethod(base.Method):
   """SFNet (Lee et al. 2019) trained on synthetic pairs with foreground masks.
 
-  Config: `config.model` (see `semcorr_jax.models.sfnet.default_model_config`,
-  plus `backbone_weights`), `config.loss.{mask_weight, flow_weight,
-  smooth_weight}`, `config.optimizer` (see `base.make_optimizer`).
+  Config: `config.model` (see `semcorr_jax.models.sfnet.default_model_config`),
+  `config.backbone` (see `semcorr_jax.models.backbones`), `config.loss`
+  (mask_weight, flow_weight, smooth_weight), `config.optimizer` (see
+  `base.make_optimizer`).
   """
 
   def build_model(self) -> sfnet_model.SFNet:
-    return sfnet_model.SFNet.from_config(self.config.model)
+    return sfnet_model.SFNet.from_config(
+        self.config.model, backbones.backbone_config(self.config))
 
   # --- initialisation -------------------------------------------------------
   # `init_variables` is the base one (host-free, jittable: `model.init` on one
@@ -44,25 +47,21 @@ class SFNetMethod(base.Method):
   # jit, so the weights file is read once, on the host.
 
   def load_pretrained(self, variables: PyTree) -> PyTree:
-    """Loads `config.model.backbone_weights` into the `backbone` subtrees.
+    """Loads `config.backbone.weights` into the `backbone` subtrees.
 
     Args:
       variables: {'params', 'batch_stats'} of the whole model (host arrays).
 
     Returns:
-      `variables` itself when no weights are configured, else a copy whose
-      `params/backbone` and `batch_stats/backbone` hold the checkpoint
-      (strict: missing, unexpected or mis-shaped keys raise SemcorrError).
+      `variables` itself for a random backbone (ResNet without weights, or
+      weights='none'), else a copy whose `params/backbone` and
+      `batch_stats/backbone` hold the checkpoint (strict: missing,
+      unexpected or mis-shaped keys raise SemcorrError). Lite0 with
+      weights=None loads the packaged ImageNet weights.
     """
-    path = self.config.model.get('backbone_weights')
-    if not path:
-      return variables
-    # Imported lazily: the checkpoint readers load only when needed.
-    from semcorr_jax.weights import load_backbone_weights  # pylint: disable=g-import-not-at-top
-    variables, _ = load_backbone_weights(
-        variables, path, self.model.stage_sizes, 'layer4',
+    return backbones.load_backbone_pretrained(
+        variables, backbones.backbone_config(self.config),
         subtree=('backbone',))
-    return variables
 
   def trainable(self, params: PyTree) -> PyTree:
     """Everything but `params['backbone']` (SFNet trains adap3/adap4 only)."""

@@ -1,8 +1,11 @@
 """SFNet base matcher (Lee et al., CVPR'19), the base net of CAMNet.
 
-Frozen torchvision ResNet -> trainable adaptation layers on layer3 and layer4
--> per-level ReLU'd cosine correlation -> product of the levels -> L2
-normalisation -> kernel soft-argmax (reference-facts §A.1-A.4).
+Frozen backbone (torchvision ResNet as in the paper, or EfficientNet-Lite0;
+`models.backbones`) -> trainable adaptation layers on its two tapped
+features (ResNet: layer3 and layer4) -> per-level ReLU'd cosine correlation
+-> product of the levels -> L2 normalisation -> kernel soft-argmax
+(reference-facts §A.1-A.4). The coarser tap is resized to the finer one's
+grid (x2 for layer3/layer4), where the matching happens.
 
 Conventions (docs/architecture.md): images NHWC in [0, 1]; a mapping
 `mapping_ab` (B, ha, wa, 2) holds for every cell of a the matching (x, y) in
@@ -12,12 +15,15 @@ b's cells (x first, cell centres at integers); `corr_ab` is
 
 Parameter tree:
 
-  params/backbone/...          frozen ResNet (torchvision names)
+  params/backbone/...          frozen backbone (ResNet: torchvision names)
   params/adapt_layer3/conv{i}  5x5 conv with bias (SFNet `adap_layer_feat3`)
   params/adapt_layer3/bn{i}    trainable BatchNorm (scale, bias)
   params/adapt_layer4/...      3x3 (SFNet `adap_layer_feat4`)
   batch_stats/backbone/...     frozen running statistics
   batch_stats/adapt_layer*/bn{i}  running mean / var, updated when train=True
+
+The adaptation layers are named after the taps: `adapt_<finer tap>` and
+`adapt_<coarser tap>` (adapt_stage3 / adapt_stage5 for Lite0's default).
 """
 
 from __future__ import annotations
@@ -32,24 +38,19 @@ import jax.numpy as jnp
 import ml_collections
 
 from semcorr_jax import geometry
-from semcorr_jax.models import resnet as resnet_lib
+from semcorr_jax.models import backbones
 
 Array = jax.Array
 
-# Feature levels SFNet adapts and correlates, in the order of `adapt_kernels`.
-LEVELS = ('layer3', 'layer4')
-
 
 def default_model_config() -> ml_collections.ConfigDict:
-  """`config.model` of SFNet with the paper's settings (reference-facts §A)."""
+  """`config.model` of SFNet with the paper's settings (reference-facts §A).
+
+  The backbone is configured apart, in `config.backbone`
+  (`models.backbones.default_backbone_config`).
+  """
   return ml_collections.ConfigDict({
-      'backbone_depth': 101,
-      # None: torchvision's blocks for `backbone_depth`; tests use (1, 1, 1, 1).
-      'backbone_stage_sizes': None,
-      'backbone_width': 64,
-      # Path of torchvision ResNet weights (.pth/.npz/.safetensors) or None.
-      'backbone_weights': None,
-      'adapt_kernels': (5, 3),  # layer3, layer4
+      'adapt_kernels': (5, 3),  # finer tap (layer3), coarser tap (layer4)
       'adapt_units': 2,
       'beta': 50.0,  # kernel soft-argmax inverse temperature
       'kernel_sigma': 5.0,  # Gaussian window std in feature cells
@@ -177,22 +178,19 @@ def matching_correlations(levels_s: Sequence[Array], levels_t: Sequence[Array]
 
 
 class SFNet(nn.Module):
-  """SFNet: dense source <-> target mappings on the layer3 feature grid.
+  """SFNet: dense source <-> target mappings on the finer tap's grid.
 
   Attributes:
-    backbone_depth: torchvision ResNet depth (50, 101, 152).
-    backbone_stage_sizes: blocks per stage overriding `backbone_depth`.
-    backbone_width: ResNet stem width (64 for torchvision).
-    adapt_kernels: conv kernel sizes of the layer3 and layer4 adaptations.
+    backbone_spec: the frozen backbone and its two taps (finer first); the
+      default is the paper's ResNet-101 at layer3 / layer4.
+    adapt_kernels: conv kernel sizes of the finer and coarser adaptations.
     adapt_units: residual units per adaptation layer.
     beta: kernel soft-argmax inverse temperature (SFNet 50).
     kernel_sigma: kernel soft-argmax Gaussian std in feature cells (SFNet 5).
     dtype: compute dtype of the backbone and adaptation convs ('float32' or
       'bfloat16'); correlation and soft-argmax always run in float32.
   """
-  backbone_depth: int = 101
-  backbone_stage_sizes: Sequence[int] | None = None
-  backbone_width: int = 64
+  backbone_spec: backbones.BackboneSpec = backbones.BackboneSpec()
   adapt_kernels: Sequence[int] = (5, 3)
   adapt_units: int = 2
   beta: float = 50.0
@@ -200,13 +198,20 @@ class SFNet(nn.Module):
   dtype: str = 'float32'
 
   @classmethod
-  def from_config(cls, cfg: ml_collections.ConfigDict) -> SFNet:
-    """Builds the module from `config.model` (see `default_model_config`)."""
-    stage_sizes = cfg.get('backbone_stage_sizes')
+  def from_config(cls, cfg: ml_collections.ConfigDict,
+                  backbone_cfg: ml_collections.ConfigDict | None = None
+                  ) -> SFNet:
+    """Builds the module from `config.model` and `config.backbone`.
+
+    Args:
+      cfg: `config.model` (see `default_model_config`).
+      backbone_cfg: `config.backbone` (see
+        `backbones.default_backbone_config`); None: the paper's ResNet-101.
+    """
+    if backbone_cfg is None:
+      backbone_cfg = backbones.default_backbone_config()
     return cls(
-        backbone_depth=cfg.backbone_depth,
-        backbone_stage_sizes=tuple(stage_sizes) if stage_sizes else None,
-        backbone_width=cfg.backbone_width,
+        backbone_spec=backbones.BackboneSpec.from_config(backbone_cfg),
         adapt_kernels=tuple(cfg.adapt_kernels),
         adapt_units=cfg.adapt_units,
         beta=cfg.beta,
@@ -214,15 +219,9 @@ class SFNet(nn.Module):
         dtype=cfg.dtype)
 
   @property
-  def stage_sizes(self) -> tuple[int, ...]:
-    """Blocks per backbone stage actually built."""
-    if self.backbone_stage_sizes:
-      return tuple(self.backbone_stage_sizes)
-    if self.backbone_depth not in resnet_lib.STAGE_SIZES:
-      raise ValueError(f'backbone_depth must be one of '
-                       f'{sorted(resnet_lib.STAGE_SIZES)}, '
-                       f'got {self.backbone_depth}')
-    return resnet_lib.STAGE_SIZES[self.backbone_depth]
+  def levels(self) -> tuple[str, str]:
+    """The tapped features SFNet adapts and correlates, finer first."""
+    return tuple(self.backbone_spec.features)
 
   @nn.compact
   def __call__(self, source: Array, target: Array, train: bool = False
@@ -239,7 +238,8 @@ class SFNet(nn.Module):
     Returns:
       A dict with
         'mapping_st': (B, h, w, 2) for every source cell the (x, y) in target
-          cells (SFNet grid_S2T), h x w the layer3 grid (H/16 x W/16);
+          cells (SFNet grid_S2T), h x w the finer tap's grid (layer3: H/16 x
+          W/16; `backbone_spec.strides[0]` in general);
         'mapping_ts': (B, h, w, 2) the other way (grid_T2S);
         'corr_st': (B, h, w, h, w) product correlation L2-normalised over t;
         'corr_ts': (B, h, w, h, w) its transpose L2-normalised over s;
@@ -250,23 +250,23 @@ class SFNet(nn.Module):
                        'must have the same shape')
     dtype = jnp.dtype(self.dtype)
     b = source.shape[0]
-    # One batched pass for both sides: shared weights, bigger convs.
-    images = resnet_lib.normalize_imagenet(
-        jnp.concatenate([source, target], axis=0))
-    feats = resnet_lib.ResNet(stage_sizes=self.stage_sizes,
-                              width=self.backbone_width, last_stage='layer4',
-                              dtype=dtype, name='backbone')(images)
+    # One batched pass for both sides: shared weights, bigger convs. The
+    # backbone takes [0, 1] images and normalises them itself.
+    backbone = backbones.build_backbone(self.backbone_spec, dtype,
+                                        name='backbone')
+    feats = backbone(jnp.concatenate([source, target], axis=0))
     adapted = []
-    for level, k in zip(LEVELS, self.adapt_kernels):
+    for level, feat, k in zip(self.levels, feats, self.adapt_kernels):
       # Frozen backbone: no gradient through it (also saves its backward).
-      f = jax.lax.stop_gradient(feats[level])
+      f = jax.lax.stop_gradient(feat)
       f = AdaptationLayer(k, self.adapt_units, dtype=dtype,
                           name=f'adapt_{level}')(f, train)
       adapted.append(f)
     f3, f4 = adapted
     h, w = f3.shape[1], f3.shape[2]
     # SFNet: interpolate(scale_factor=2, bilinear, align_corners=True); sizing
-    # to layer3's grid is the same for even inputs and defined for odd ones.
+    # to the finer grid is the same for even inputs (stride ratio 2) and
+    # defined for odd ones and other ratios.
     f4 = geometry.resize_images(f4.astype(jnp.float32), (h, w))
 
     corr_st, corr_ts = matching_correlations([f3[:b], f4[:b]],
