@@ -113,30 +113,29 @@ def evaluate_workdir(workdir, benchmark='synthetic', step=None,
                                     **kwargs)
 
 
-def _alphas(text: str | None):
+def _numbers(flag: str, text: str | None, cast, expected: str):
+  """'a,b,...' -> tuple of `cast` values (None when the flag is unset)."""
   if text is None:
     return None
   try:
-    values = tuple(float(a) for a in text.split(',') if a.strip())
-  except ValueError as e:
-    raise SemcorrError(f'--alphas={text!r}: expected numbers separated by '
-                       'commas, e.g. 0.05,0.1,0.15') from e
+    values = tuple(cast(v) for v in text.split(',') if v.strip())
+  except ValueError:
+    values = ()
   if not values:
-    raise SemcorrError('--alphas is empty; e.g. --alphas=0.05,0.1,0.15')
+    raise SemcorrError(f'--{flag}={text!r}: expected {expected}')
   return values
 
 
+def _alphas(text: str | None):
+  return _numbers('alphas', text, float,
+                  'numbers separated by commas, e.g. 0.05,0.1,0.15')
+
+
 def _size(text: str | None):
-  if text is None:
-    return None
-  try:
-    values = tuple(int(v) for v in text.split(',') if v.strip())
-  except ValueError as e:
-    raise SemcorrError(f'--input_size={text!r}: expected H,W or N, e.g. '
-                       '288,288') from e
-  if len(values) == 1:
+  values = _numbers('input_size', text, int, 'H,W or N, e.g. 288,288')
+  if values is not None and len(values) == 1:
     values = values * 2
-  if len(values) != 2 or min(values) < 2:
+  if values is not None and (len(values) != 2 or min(values) < 2):
     raise SemcorrError(f'--input_size={text!r}: expected H,W or N (>= 2), '
                        'e.g. 288,288')
   return values
