@@ -11,6 +11,7 @@ from semcorr_jax.methods.base import Method, TrainState  # noqa: F401
 # when it is used.
 _REGISTRY = {
     'sfnet': 'semcorr_jax.methods.sfnet:SFNetMethod',
+    'camnet': 'semcorr_jax.methods.camnet:CAMNetMethod',
 }
 
 

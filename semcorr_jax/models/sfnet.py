@@ -243,6 +243,9 @@ class SFNet(nn.Module):
         'mapping_ts': (B, h, w, 2) the other way (grid_T2S);
         'corr_st': (B, h, w, h, w) product correlation L2-normalised over t;
         'corr_ts': (B, h, w, h, w) its transpose L2-normalised over s;
+        'features_s', 'features_t': (B, h, w, C3 + C4) the adapted features
+          of both taps on the matching grid (float32), for heads that look
+          at the features (CAMNet's confidence network);
         'feature_hw': (h, w) as Python ints (static).
     """
     if source.shape != target.shape:
@@ -275,5 +278,8 @@ class SFNet(nn.Module):
                                              self.kernel_sigma)
     mapping_ts = geometry.kernel_soft_argmax(corr_ts, self.beta,
                                              self.kernel_sigma)
+    features = jnp.concatenate([f3.astype(jnp.float32), f4], axis=-1)
     return {'mapping_st': mapping_st, 'mapping_ts': mapping_ts,
-            'corr_st': corr_st, 'corr_ts': corr_ts, 'feature_hw': (h, w)}
+            'corr_st': corr_st, 'corr_ts': corr_ts,
+            'features_s': features[:b], 'features_t': features[b:],
+            'feature_hw': (h, w)}

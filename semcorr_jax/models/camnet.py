@@ -1,0 +1,300 @@
+"""CAMNet (Huang et al., ACCV'20): confidence-aware semantic matching.
+
+Paper 000, Sec. 3. Four parts, run in both matching directions:
+
+  base       the SFNet base correspondence network (Sec. 3.2):
+             correlation S and base flow F_b by kernel soft-argmax;
+  confidence C(f, F) -> per-cell confidence in [0, 1] (Eq. 1), also applied
+             to the refined flow for the refined confidence C_r (Sec. 4.2);
+  refinement U(C_b, S) -> updated flow F_u (Eq. 2) from the correlation
+             multiplied by the base confidence (Sec. 5.1);
+  fusion     F_r = F_b * C_b + F_u * (1 - C_b) (Eq. 3, `fuse_flows`).
+
+Direction names follow docs/architecture.md: the paper's F^{s<-t} (defined on
+the target grid, pointing into the source) is our `mapping_ts`, its
+confidence C^{s<-t} is `confidence_ts`, and S^{s<-t} with (h_s w_s) channels
+per target cell is `corr_ts`.
+
+Choices the paper leaves open (configs/camnet.py states them too):
+* f^t of Eq. 1 is the base network's adapted features of both taps on the
+  matching grid, projected by a 1x1 conv to `confidence_features` channels.
+  The flow enters in SFNet's normalised units (2 = the image width), and
+  without gradient: the confidence judges the flow, it does not bend it.
+* The confidence head ends in one logit per cell and a sigmoid, which is the
+  two-way softmax of the paper with one logit fixed at 0.
+* U is a DenseNet-style block (stem conv, `refine_layers` layers of
+  BN-ReLU-3x3 conv with `refine_growth` channels concatenated, BN-ReLU) and
+  a 3x3 conv to two channels: F_u in normalised units. The last conv starts
+  at zero, so F_u starts as the identity mapping.
+* `refinement='plain'` (Table 3, "Baseline + Refinement") feeds U the bare
+  correlation and takes F_r = F_u; `'none'` is the base network alone.
+
+Parameter tree: params/base/... (the SFNet tree: backbone, adapt_*),
+params/confidence/..., params/refinement/...; batch_stats likewise.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from semcorr_jax import geometry
+from semcorr_jax.losses import sfnet as sfnet_losses
+from semcorr_jax.models import backbones
+from semcorr_jax.models import sfnet
+
+Array = jax.Array
+
+REFINEMENTS = ('none', 'plain', 'confidence_aware')
+
+
+def fuse_flows(base: Array, update: Array, confidence: Array) -> Array:
+  """Flow fusion, Eq. 3: F_r = F_b * C_b + F_u * (1 - C_b).
+
+  The weights sum to one, so fusing absolute mappings equals fusing flows
+  (mapping = grid + flow).
+
+  Args:
+    base: (B, h, w, 2) base flow or mapping F_b.
+    update: (B, h, w, 2) updated flow or mapping F_u, same units.
+    confidence: (B, h, w) base confidence C_b in [0, 1].
+
+  Returns:
+    (B, h, w, 2) refined F_r.
+  """
+  c = confidence[..., None]
+  return base * c + update * (1.0 - c)
+
+
+def normalized_to_mapping(flow: Array, hw_b: tuple[int, int]) -> Array:
+  """Inverse of `losses.sfnet.normalized_flow`: flow in [-1, 1] units -> cells.
+
+  Args:
+    flow: (B, ha, wa, 2) displacement in align-corners normalised units.
+    hw_b: (hb, wb) grid the mapping points into.
+
+  Returns:
+    (B, ha, wa, 2) absolute (x, y) in b's cells.
+  """
+  ha, wa = flow.shape[1], flow.shape[2]
+  regular = geometry.normalize_coords(
+      geometry.pixel_grid(ha, wa, flow.dtype), ha, wa)
+  return geometry.denormalize_coords(regular + flow, hw_b[0], hw_b[1])
+
+
+def _batch_norm(train: bool, dtype: Any, name: str | None = None
+                ) -> nn.BatchNorm:
+  # Under jit SPMD the statistics reduce over the global batch.
+  return nn.BatchNorm(use_running_average=not train, momentum=0.9,
+                      epsilon=1e-5, dtype=dtype, param_dtype=jnp.float32,
+                      name=name)
+
+
+class ConfidenceNet(nn.Module):
+  """C(f, F): per-cell probability that the flow F is correct (Eq. 1).
+
+  Attributes:
+    feature_channels: width of the 1x1 projection of the features.
+    width: channels of the 3x3 conv + BN + ReLU layers.
+    num_layers: number of those layers.
+    dtype: compute dtype.
+  """
+  feature_channels: int = 64
+  width: int = 64
+  num_layers: int = 3
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, features: Array, flow: Array, train: bool) -> Array:
+    """(B, h, w, C) features, (B, h, w, 2) normalised flow -> (B, h, w) logit."""
+    x = nn.Conv(self.feature_channels, (1, 1), dtype=self.dtype,
+                param_dtype=jnp.float32, name='project')(features)
+    x = jnp.concatenate([x, flow.astype(x.dtype)], axis=-1)
+    for i in range(self.num_layers):
+      x = nn.Conv(self.width, (3, 3), padding=1, use_bias=False,
+                  dtype=self.dtype, param_dtype=jnp.float32,
+                  name=f'conv{i}')(x)
+      x = nn.relu(_batch_norm(train, self.dtype, f'bn{i}')(x))
+    logit = nn.Conv(1, (1, 1), dtype=jnp.float32, param_dtype=jnp.float32,
+                    name='logit')(x)
+    return logit[..., 0].astype(jnp.float32)
+
+
+class RefinementNet(nn.Module):
+  """U(C_b, S): updated flow from the (confidence-weighted) correlation (Eq. 2).
+
+  Attributes:
+    width: channels of the stem conv.
+    growth: channels each dense layer adds.
+    num_layers: dense layers.
+    dtype: compute dtype.
+  """
+  width: int = 64
+  growth: int = 16
+  num_layers: int = 4
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, corr: Array, confidence: Array | None, train: bool
+               ) -> Array:
+    """Flow update.
+
+    Args:
+      corr: (B, h, w, hb, wb) correlation normalised over b (S^{b<-a} of the
+        paper for every cell of a).
+      confidence: (B, h, w) C_b in [0, 1], or None (plain refinement).
+      train: BatchNorm mode.
+
+    Returns:
+      (B, h, w, 2) F_u in normalised units (zero at initialisation).
+    """
+    b, h, w, hb, wb = corr.shape
+    x = corr.reshape(b, h, w, hb * wb)
+    if confidence is not None:
+      x = x * confidence[..., None]
+    x = nn.Conv(self.width, (3, 3), padding=1, dtype=self.dtype,
+                param_dtype=jnp.float32, name='stem')(x.astype(self.dtype))
+    for i in range(self.num_layers):
+      y = nn.relu(_batch_norm(train, self.dtype, f'bn{i}')(x))
+      y = nn.Conv(self.growth, (3, 3), padding=1, use_bias=False,
+                  dtype=self.dtype, param_dtype=jnp.float32,
+                  name=f'dense{i}')(y)
+      x = jnp.concatenate([x, y], axis=-1)
+    x = nn.relu(_batch_norm(train, self.dtype, 'bn_out')(x))
+    flow = nn.Conv(2, (3, 3), padding=1, dtype=jnp.float32,
+                   param_dtype=jnp.float32, kernel_init=nn.initializers.zeros,
+                   name='flow')(x)
+    return flow.astype(jnp.float32)
+
+
+def default_model_config() -> ml_collections.ConfigDict:
+  """`config.model` of CAMNet: SFNet's fields plus the CAMNet heads."""
+  cfg = sfnet.default_model_config()
+  cfg.update(dict(
+      refinement='confidence_aware',  # 'none' | 'plain' | 'confidence_aware'
+      confidence_features=64,
+      confidence_width=64,
+      confidence_layers=3,
+      refine_width=128,
+      refine_growth=32,
+      refine_layers=4,
+  ))
+  return cfg
+
+
+class CAMNet(nn.Module):
+  """Base SFNet + confidence estimation + confidence-aware refinement.
+
+  Attributes:
+    base: the SFNet base correspondence network.
+    refinement: 'none', 'plain' or 'confidence_aware' (Table 3 rows).
+    confidence_features, confidence_width, confidence_layers: ConfidenceNet.
+    refine_width, refine_growth, refine_layers: RefinementNet.
+  """
+  base: sfnet.SFNet = sfnet.SFNet()
+  refinement: str = 'confidence_aware'
+  confidence_features: int = 64
+  confidence_width: int = 64
+  confidence_layers: int = 3
+  refine_width: int = 128
+  refine_growth: int = 32
+  refine_layers: int = 4
+
+  @classmethod
+  def from_config(cls, cfg: ml_collections.ConfigDict,
+                  backbone_cfg: ml_collections.ConfigDict | None = None
+                  ) -> CAMNet:
+    """Builds the module from `config.model` and `config.backbone`."""
+    if cfg.refinement not in REFINEMENTS:
+      raise ValueError(f'model.refinement={cfg.refinement!r}; use one of '
+                       f'{REFINEMENTS}')
+    return cls(
+        base=sfnet.SFNet.from_config(cfg, backbone_cfg),
+        refinement=cfg.refinement,
+        confidence_features=cfg.confidence_features,
+        confidence_width=cfg.confidence_width,
+        confidence_layers=cfg.confidence_layers,
+        refine_width=cfg.refine_width,
+        refine_growth=cfg.refine_growth,
+        refine_layers=cfg.refine_layers)
+
+  @property
+  def has_confidence(self) -> bool:
+    return self.refinement == 'confidence_aware'
+
+  @nn.compact
+  def __call__(self, source: Array, target: Array, train: bool = False
+               ) -> dict[str, Any]:
+    """Matches source and target in both directions.
+
+    Args:
+      source: (B, H, W, 3) images in [0, 1].
+      target: (B, H, W, 3) images in [0, 1].
+      train: BatchNorm in train mode (pass `mutable=['batch_stats']`).
+
+    Returns:
+      The base network's outputs renamed 'base_mapping_st'/'_ts' (B, h, w, 2)
+      in cells, plus 'mapping_st'/'_ts' the final (refined) mappings (the
+      base ones when refinement='none'), 'update_mapping_st'/'_ts' (F_u),
+      and with confidence: 'base_confidence_logit_st'/'_ts' and
+      'refined_confidence_logit_st'/'_ts' (B, h, w), 'base_confidence_st'/
+      '_ts' and 'refined_confidence_st'/'_ts' their sigmoids; 'corr_st',
+      'corr_ts', 'feature_hw' as the base network.
+    """
+    out = dict(self.base(source, target, train=train))
+    hw = out['feature_hw']
+    out['base_mapping_st'] = out.pop('mapping_st')
+    out['base_mapping_ts'] = out.pop('mapping_ts')
+    features = {'st': out.pop('features_s'), 'ts': out.pop('features_t')}
+    dtype = jnp.dtype(self.base.dtype)
+    if self.refinement == 'none':
+      out['mapping_st'] = out['base_mapping_st']
+      out['mapping_ts'] = out['base_mapping_ts']
+      return out
+
+    confidence_net = ConfidenceNet(
+        self.confidence_features, self.confidence_width,
+        self.confidence_layers, dtype=dtype, name='confidence')
+    refine_net = RefinementNet(self.refine_width, self.refine_growth,
+                               self.refine_layers, dtype=dtype,
+                               name='refinement')
+
+    def confidence_logit(direction: str, mapping: Array) -> Array:
+      flow = sfnet_losses.normalized_flow(jax.lax.stop_gradient(mapping), hw)
+      return confidence_net(features[direction], flow, train)
+
+    # Both directions go through the heads in one batch (shared weights).
+    base_map = jnp.concatenate([out['base_mapping_st'],
+                                out['base_mapping_ts']], axis=0)
+    corr = jnp.concatenate([out['corr_st'], out['corr_ts']], axis=0)
+    feats = jnp.concatenate([features['st'], features['ts']], axis=0)
+    features = {'both': feats}
+    b = source.shape[0]
+    base_conf = None
+    if self.has_confidence:
+      base_logit = confidence_logit('both', base_map)
+      base_conf = jax.nn.sigmoid(base_logit)
+    update = normalized_to_mapping(refine_net(corr, base_conf, train), hw)
+    if self.has_confidence:
+      refined = fuse_flows(base_map, update, base_conf)
+      refined_logit = confidence_logit('both', refined)
+      for name, value in (('base_confidence_logit', base_logit),
+                          ('refined_confidence_logit', refined_logit)):
+        out[f'{name}_st'], out[f'{name}_ts'] = value[:b], value[b:]
+        conf = jax.nn.sigmoid(value)
+        short = name.replace('_logit', '')
+        out[f'{short}_st'], out[f'{short}_ts'] = conf[:b], conf[b:]
+    else:
+      refined = update
+    out['update_mapping_st'], out['update_mapping_ts'] = update[:b], update[b:]
+    out['mapping_st'], out['mapping_ts'] = refined[:b], refined[b:]
+    return out
+
+
+def build(config: ml_collections.ConfigDict) -> CAMNet:
+  """CAMNet of a whole config (`config.model`, `config.backbone`)."""
+  return CAMNet.from_config(config.model, backbones.backbone_config(config))
