@@ -30,6 +30,8 @@ from semcorr_jax.evaluation import synthetic
 from semcorr_jax.evaluation import visualize
 
 _MAPPINGS = ('mapping_st', 'mapping_ts')
+# Image-resolution mappings that are lifted like mapping_st/_ts (CAMNet).
+_EXTRA_MAPPINGS = ('base_mapping_st', 'base_mapping_ts')
 
 
 def check_image(image: Any, name: str = 'image') -> np.ndarray:
@@ -120,9 +122,12 @@ class Matcher:
       numpy arrays: 'mapping_st' (H_s, W_s, 2) float32, for every source
       pixel the matching (x, y) in target pixels; 'mapping_ts' (H_t, W_t, 2)
       the other way in source pixels; 'flow_st' (H_s, W_s, 2) = mapping_st -
-      source pixel grid; 'flow_ts' likewise; plus the method's extra dense
-      maps (e.g. 'confidence_st'), resized to the source grid (or to the
-      target grid for names ending in '_ts').
+      source pixel grid; 'flow_ts' likewise; 'base_mapping_st'/'_ts'
+      (CAMNet's base mappings) lifted exactly as the mappings; plus the
+      method's extra dense maps (e.g. 'confidence_st' (H_s, W_s),
+      'confidence_ts' (H_t, W_t)), resized to the source grid (or to the
+      target grid for names ending in '_ts'). Coarse maps (e.g.
+      'feature_mapping_st') are left out.
 
     Raises:
       SemcorrError: an image of the wrong shape, dtype or value range.
@@ -141,6 +146,12 @@ class Matcher:
     }
     result['flow_st'] = geometry.mapping_to_flow(result['mapping_st'])
     result['flow_ts'] = geometry.mapping_to_flow(result['mapping_ts'])
+    for name in _EXTRA_MAPPINGS:
+      value = out.get(name)
+      if value is None or tuple(value.shape[1:3]) != model_hw:
+        continue
+      hws = (src_hw, tgt_hw) if name.endswith('_st') else (tgt_hw, src_hw)
+      result[name] = geometry.resize_mapping(value, hws[0], model_hw, hws[1])
     for name, value in out.items():
       # Only image-resolution maps that are not coordinates are lifted.
       if name in _MAPPINGS or 'mapping' in name or value.ndim not in (3, 4):

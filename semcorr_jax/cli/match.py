@@ -8,6 +8,10 @@ keypoints, source warped into the target frame, flow colour map, the method's
 extra maps), `out/match_mapping.npy` (mapping_st: (H_s, W_s, 2) float32, for
 every source pixel the matching (x, y) in target pixels, x first) and, with
 `--keypoints`, `out/match_keypoints.csv` (x_source,y_source,x_target,y_target).
+For methods with confidence maps (CAMNet) the picture shows them on a fixed
+[0, 1] scale (and, with base mappings, a second row of the base flow), and
+`out/match_confidence.npy` holds confidence_st: (H_s, W_s) float32 in [0, 1],
+the confidence of each source pixel's match.
 
 Images are read with Pillow as RGB, at any size; `skimage:<name>` is a photo
 bundled with scikit-image (e.g. `skimage:chelsea`), `skimage:<name>_warped`
@@ -48,10 +52,12 @@ _define_flags()
 
 
 def output_paths(output: str) -> dict[str, str]:
-  """`out/m.png` -> {'png': out/m.png, 'npy': out/m_mapping.npy, 'csv': ...}."""
+  """`out/m.png` -> {'png': out/m.png, 'npy': out/m_mapping.npy, 'csv': ...,
+  'confidence': out/m_confidence.npy}."""
   stem = os.path.splitext(output)[0]
   return {'png': output, 'npy': f'{stem}_mapping.npy',
-          'csv': f'{stem}_keypoints.csv'}
+          'csv': f'{stem}_keypoints.csv',
+          'confidence': f'{stem}_confidence.npy'}
 
 
 def default_points(height: int, width: int, n: int = 4) -> np.ndarray:
@@ -107,9 +113,14 @@ def match_files(workdir: str, source: str, target: str, output: str,
   visualize.draw_match(  # atomic write
       paths['png'], src, tgt, result['mapping_st'], result['mapping_ts'],
       points_s=drawn_s, points_t=drawn_t, extra_maps=extras,
-      title=f'{source} -> {target} (step {matcher.step})')
+      title=f'{source} -> {target} (step {matcher.step})',
+      base_mapping_st=result.get('base_mapping_st'),
+      base_mapping_ts=result.get('base_mapping_ts'))
   common.save_npy(paths['npy'], result['mapping_st'].astype(np.float32))
   written = {'png': paths['png'], 'npy': paths['npy']}
+  if 'confidence_st' in result:
+    written['confidence'] = common.save_npy(
+        paths['confidence'], result['confidence_st'].astype(np.float32))
   if points_s is not None:
     written['csv'] = common.write_keypoints_csv(paths['csv'], points_s,
                                                 drawn_t)

@@ -14,9 +14,13 @@
 * `runner`: `evaluate_benchmark` over a TFDS benchmark, with JSON, Markdown,
   per-pair CSV and a picture of the worst pairs.
 * `worst_pairs`: the picture of a run's worst pairs.
-* `fake`: models with known mappings (identity, affine) for exact tests.
+* `confidence`: ROC AUC (Mann-Whitney) and high/low-confidence PCK of the
+  confidence maps of methods that predict them (CAMNet).
+* `fake`: models with known mappings (identity, affine; a fake CAMNet with
+  base mappings and confidence maps) for exact tests.
 * `synthetic`: `evaluate_synthetic` (one model), `evaluate_workdir` (a trained
-  workdir beside its untrained twin).
+  workdir beside its untrained twin); `synthetic_scores` its per-pair scores
+  and summaries.
 * `reports`: `write_eval` / `read_eval` (JSON + Markdown in workdir/eval) and
   `format_comparison` (trained beside untrained).
 * `visualize`: `flow_to_color`, `draw_match`, `draw_eval_pairs` (Agg).

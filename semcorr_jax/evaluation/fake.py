@@ -20,11 +20,15 @@ normalised coordinates, whatever the image and model sizes (the mapping is
 affine in pixels, so its bilinear read-out is exact). With padding only the
 identity stays exact (an affine map of the padded frame is another affine
 map of the content, not A).
+
+`confidence_predict_fn(A, A_base, ...)` imitates CAMNet's outputs: refined
+mappings of A, base mappings of A_base and confidence maps given as
+functions of each grid's normalised (x, y) (`tent_confidence`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -103,3 +107,61 @@ def identity_predict_fn(source: Any, target: Any) -> dict[str, np.ndarray]:
     (the pixel grid when the sizes agree), 'mapping_ts' the other way.
   """
   return affine_predict_fn(_IDENTITY)(source, target)
+
+
+ConfidenceFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def tent_confidence(x_n: np.ndarray, y_n: np.ndarray) -> np.ndarray:
+  """`(1 - |x_n|) (1 - |y_n|)`: 1 at the centre, 0 on the border.
+
+  Its bilinear read-out at a point is exact when the point is a pixel centre
+  of the model grid, or when Wm and Hm are odd (the kinks at x_n = 0 and
+  y_n = 0 then sit on pixel centres and the map is bilinear in between).
+  """
+  return np.clip((1.0 - np.abs(x_n)) * (1.0 - np.abs(y_n)), 0.0, 1.0)
+
+
+def _confidence_map(fn: ConfidenceFn | float, hw) -> np.ndarray:
+  """(H, W) values of `fn` at the pixels' normalised (x, y) (or constant)."""
+  if not callable(fn):
+    return np.full(tuple(hw), float(fn), np.float64)
+  grid_n = 2.0 * _pixel_grid(*hw) / _spans(*hw) - 1.0
+  return np.asarray(fn(grid_n[..., 0], grid_n[..., 1]), np.float64)
+
+
+def confidence_predict_fn(matrix: Any, base_matrix: Any,
+                          confidence: ConfidenceFn | float = tent_confidence,
+                          base_confidence: ConfidenceFn | float = (
+                              tent_confidence)):
+  """A fake CAMNet: refined and base affine mappings with confidence maps.
+
+  Args:
+    matrix: (2, 3) affine map of the refined (final) mappings
+      ('mapping_st'/'_ts', as `affine_predict_fn`).
+    base_matrix: (2, 3) affine map of 'base_mapping_st'/'_ts'.
+    confidence: 'confidence_st' on the source grid and 'confidence_ts' on
+      the target grid: a function of the grid's normalised `(x_n, y_n)`
+      ((H, W) arrays -> (H, W) values in [0, 1]) or a constant.
+    base_confidence: the same for 'base_confidence_st'/'_ts'.
+
+  Returns:
+    `predict_fn(source, target)` -> the eight arrays above, float64 numpy:
+    mappings (B, H, W, 2) in model-input pixels, confidences (B, H, W).
+  """
+  refined = affine_predict_fn(matrix)
+  base = affine_predict_fn(base_matrix)
+
+  def predict_fn(source: Any, target: Any) -> dict[str, np.ndarray]:
+    batch, src_hw, tgt_hw = _shapes(source, target)
+    out = dict(refined(source, target))
+    out.update({'base_' + k: v for k, v in base(source, target).items()})
+    for name, fn in (('confidence', confidence),
+                     ('base_confidence', base_confidence)):
+      for d, hw in (('st', src_hw), ('ts', tgt_hw)):
+        value = _confidence_map(fn, hw)
+        out[f'{name}_{d}'] = np.broadcast_to(value, (batch,) + value.shape
+                                             ).copy()
+    return out
+
+  return predict_fn

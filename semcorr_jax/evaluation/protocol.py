@@ -260,7 +260,9 @@ class PairPrediction:
   Attributes:
     outputs: the model outputs of this pair, numpy: 'mapping_st' (Hm, Wm, 2)
       target model-input (x, y) for every source model-input pixel,
-      'mapping_ts' the other way, plus any extra maps.
+      'mapping_ts' the other way, plus any extra maps (e.g. CAMNet's
+      'base_mapping_st'/'_ts', read with `transfer(..., prefix='base_')`,
+      and 'confidence_st'/'_ts' (Hm, Wm), read with `read_map`).
     source_hw: (H_s, W_s) of the original source.
     target_hw: (H_t, W_t) of the original target.
     input_size: (h, w) before padding.
@@ -281,14 +283,19 @@ class PairPrediction:
     self.input_size = (int(input_size[0]), int(input_size[1]))
     self.pad = int(pad)
 
-  def _sides(self, direction: str):
+  def _sides(self, direction: str, prefix: str = ''):
+    if direction not in ('st', 'ts'):
+      raise SemcorrError(
+          f"direction must be 'st' or 'ts', got {direction!r}")
+    mapping = self.outputs.get(f'{prefix}mapping_{direction}')
+    if mapping is None or mapping.shape[-1:] != (2,):
+      raise SemcorrError(f'prediction has no {prefix}mapping_{direction}')
     if direction == 'st':
-      return self.source_hw, self.target_hw, self.outputs['mapping_st']
-    if direction == 'ts':
-      return self.target_hw, self.source_hw, self.outputs['mapping_ts']
-    raise SemcorrError(f"direction must be 'st' or 'ts', got {direction!r}")
+      return self.source_hw, self.target_hw, mapping
+    return self.target_hw, self.source_hw, mapping
 
-  def transfer(self, points: Any, direction: str) -> np.ndarray:
+  def transfer(self, points: Any, direction: str, prefix: str = ''
+               ) -> np.ndarray:
     """Moves points of one image into the other.
 
     The points go into the model frame (`to_model_points`), the model-frame
@@ -300,29 +307,57 @@ class PairPrediction:
       points: (N, 2) (x, y) in the original pixels of the 'from' image
         (source for 'st', target for 'ts').
       direction: 'st' or 'ts'.
+      prefix: '' reads 'mapping_<direction>', 'base_' the base mapping
+        'base_mapping_<direction>'.
 
     Returns:
       (N, 2) float64 (x, y) in the other image's original pixels.
     """
-    from_hw, to_hw, mapping = self._sides(direction)
+    from_hw, to_hw, mapping = self._sides(direction, prefix)
     p_m = to_model_points(points, from_hw, self.input_size, self.pad)
     q_m = kp.bilinear_read(mapping, p_m)
     return from_model_points(q_m, to_hw, self.input_size, self.pad)
 
-  def dense(self, direction: str) -> np.ndarray:
+  def read_map(self, points: Any, direction: str, name: str = 'confidence'
+               ) -> np.ndarray:
+    """Reads the 'from' image's map `<name>_<direction>` (Hm, Wm) at its
+    points, bilinearly in the model frame: where `transfer` reads the
+    mapping of the same direction (`<name>_st` is on the source's grid).
+
+    Args:
+      points: (N, 2) (x, y) in the original pixels of the 'from' image.
+      direction: 'st' or 'ts'.
+      name: the map's name before the direction suffix ('confidence',
+        'base_confidence').
+
+    Returns:
+      (N,) float64.
+
+    Raises:
+      SemcorrError: no such (Hm, Wm) map.
+    """
+    from_hw = self._sides(direction)[0]
+    field = self.outputs.get(f'{name}_{direction}')
+    if field is None or field.ndim != 2:
+      raise SemcorrError(f'prediction has no (Hm, Wm) {name}_{direction}')
+    p_m = to_model_points(points, from_hw, self.input_size, self.pad)
+    return kp.bilinear_read(np.asarray(field)[..., None], p_m)[:, 0]
+
+  def dense(self, direction: str, prefix: str = '') -> np.ndarray:
     """The mapping at the 'from' image's original resolution.
 
     Args:
       direction: 'st' (mapping_st on the source grid) or 'ts'.
+      prefix: '' or 'base_' (`transfer`).
 
     Returns:
       (H_a, W_a, 2) float32: `transfer` of every original pixel of a.
     """
-    from_hw = self._sides(direction)[0]
+    from_hw = self._sides(direction, prefix)[0]
     xs, ys = np.meshgrid(np.arange(from_hw[1]), np.arange(from_hw[0]),
                          indexing='xy')
     grid = np.stack([xs.ravel(), ys.ravel()], axis=-1)
-    out = self.transfer(grid, direction)
+    out = self.transfer(grid, direction, prefix)
     return out.reshape(from_hw[0], from_hw[1], 2).astype(np.float32)
 
 

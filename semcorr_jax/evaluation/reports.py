@@ -60,12 +60,26 @@ def format_comparison(trained: Mapping[str, Any],
 
   Returns:
     The table, one row per metric (PCK alpha_img per alpha, PCK alpha_bbox
-    per alpha, end-point error).
+    per alpha, end-point error); for results with base mappings ('base_*'
+    keys) a second table of the base beside the refined (final) mapping,
+    and for results with confidences a table of the confidence metrics
+    (`evaluation.confidence`).
   """
   alphas = alphas or trained.get('alphas') or DEFAULT_ALPHAS
   cols = [('trained', trained)]
   if untrained is not None:
     cols.append(('untrained', untrained))
+  lines = _metric_table(cols, alphas)
+  lines.append('| pairs / keypoints | ' + ' | '.join(
+      f"{r.get('num_pairs')} / {r.get('num_keypoints')}" for _, r in cols)
+               + ' |')
+  return '\n'.join(lines + _base_and_confidence_tables(cols, alphas))
+
+
+def _metric_table(cols: Sequence[tuple[str, Mapping[str, Any]]],
+                  alphas: Sequence[float], prefixes: Sequence[str] = ('',)
+                  ) -> list[str]:
+  """One row per metric, one column per (result, key prefix)."""
   lines = ['| metric | ' + ' | '.join(n for n, _ in cols) + ' |',
            '|---|' + '---:|' * len(cols)]
   rows = [(f'PCK@{alpha_key(a)} (alpha_img)', f'pck@{alpha_key(a)}')
@@ -73,13 +87,37 @@ def format_comparison(trained: Mapping[str, Any],
   rows += [(f'PCK@{alpha_key(a)} (alpha_bbox)', f'pck_bbox@{alpha_key(a)}')
            for a in alphas]
   rows.append(('end-point error (px)', 'epe'))
+  prefixes = list(prefixes) * len(cols) if len(prefixes) == 1 else prefixes
   for name, key in rows:
     lines.append(f'| {name} | ' + ' | '.join(
-        _fmt(r.get(key), 2 if key == 'epe' else 3) for _, r in cols) + ' |')
-  lines.append('| pairs / keypoints | ' + ' | '.join(
-      f"{r.get('num_pairs')} / {r.get('num_keypoints')}" for _, r in cols)
-               + ' |')
-  return '\n'.join(lines)
+        _fmt(r.get(p + key), 2 if key == 'epe' else 3)
+        for (_, r), p in zip(cols, prefixes)) + ' |')
+  return lines
+
+
+def _base_and_confidence_tables(cols, alphas) -> list[str]:
+  """The optional sections of `format_comparison` (empty for SFNet)."""
+  # Imported here: evaluation.confidence imports this module.
+  from semcorr_jax.evaluation import confidence  # pylint: disable=g-import-not-at-top
+  lines = []
+  based = [(n, r) for n, r in cols if 'base_epe' in r]
+  if based:
+    flows = [(f'{n}: {f}', r) for n, r in based for f in ('refined', 'base')]
+    lines += ['', 'Base vs refined flow (refined = the final mapping, as '
+              'above):', '']
+    lines += _metric_table(flows, alphas, ['', 'base_'] * len(based))
+  rows = [(f'{n}, {flow}', confidence.unprefixed(r, prefix))
+          for n, r in cols for flow, prefix in (
+              ('refined', confidence.PREFIX),
+              ('base', confidence.BASE_PREFIX + confidence.PREFIX))]
+  split = next((r['confidence_split'] for _, r in cols
+                if 'confidence_split' in r), confidence.DEFAULT_SPLIT)
+  table = confidence.markdown_table(rows, alphas, split)
+  if table:
+    lines += ['', 'Confidence of the matches (keypoints of all pairs and '
+              'both directions pooled; correct = d <= alpha L, '
+              'alpha_img):', ''] + table
+  return lines
 
 
 def _markdown(name: str, results: Mapping[str, Any]) -> str:

@@ -15,6 +15,9 @@ kind (`SCORERS`: keypoints -> `keypoint_benchmark`, flow -> `tss`, masks ->
 `prepare_example` (optional), `score_pair`, `summarize`, `markdown`. Only
 the per-pair records and the `num_worst` pairs with the lowest primary
 metric (pairs whose metric is NaN are never "worst") are kept in memory.
+Predictions with base mappings or confidence maps (CAMNet) get base-flow and
+confidence metrics on the keypoint benchmarks (`keypoint_benchmark`,
+`evaluation.confidence`); TSS and Caltech-101 score the final mapping only.
 
 Files written under `out_dir` (stem `<benchmark>_<split>`, plus `_<label>`
 when a label is given, e.g. `pf_pascal_test_untrained`):

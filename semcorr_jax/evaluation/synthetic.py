@@ -15,6 +15,14 @@ same pairs. For each pair and direction:
 PCK follows `semcorr_jax.evaluation.pck` (d <= alpha * L; per-pair mean,
 then mean over pairs). Same-image warps are easy, so results are always
 reported beside an untrained model's (design.md, Evaluation).
+
+Methods with more outputs (CAMNet) get more, flat keys: with
+'base_mapping_st'/'_ts' every score again for the base mappings, prefixed
+'base_' (`base_pck@0.1`, `base_epe`, ...; the unprefixed keys are always the
+final mapping); with 'confidence_st'/'_ts' (and 'base_confidence_*') the
+`evaluation.confidence` metrics of the keypoints of all pairs and both
+directions at the alpha_img thresholds (`confidence_auc@0.1`,
+`base_confidence_pck_high@0.1`, ...).
 """
 
 from __future__ import annotations
@@ -27,13 +35,14 @@ import ml_collections
 import numpy as np
 
 from semcorr_jax.errors import SemcorrError
-from semcorr_jax.evaluation import keypoints as kp
-from semcorr_jax.evaluation import pck as pck_lib
+from semcorr_jax.evaluation import confidence as conf_lib
 from semcorr_jax.evaluation.reports import DEFAULT_ALPHAS
-from semcorr_jax.evaluation.reports import alpha_key
+from semcorr_jax.evaluation.reports import alpha_key  # noqa: F401
 from semcorr_jax.evaluation.reports import format_comparison  # noqa: F401
 from semcorr_jax.evaluation.reports import read_eval  # noqa: F401
 from semcorr_jax.evaluation.reports import write_eval
+from semcorr_jax.evaluation.synthetic_scores import score_batch
+from semcorr_jax.evaluation.synthetic_scores import summarize
 
 BENCHMARKS = ('synthetic',)
 PredictFn = Callable[[Any, np.ndarray, np.ndarray], Mapping[str, Any]]
@@ -97,81 +106,6 @@ def predict_padded(predict_fn: PredictFn, variables: Any,
           if np.ndim(v) > 0}
 
 
-def _direction(gt_map, pred_map, mask, valid, compare_mask, stride, alphas,
-               image_hw) -> dict[str, Any]:
-  """Per-pair scores of one direction (see the module docstring)."""
-  points = kp.grid_points_in_mask((mask > 0.5) & (valid > 0.5), stride)
-  gt = gt_map[points[:, 1], points[:, 0]].astype(np.float64)
-  pred = kp.transfer_keypoints(pred_map, points)
-  out = {'n': len(points), 'epe': pck_lib.end_point_error(pred, gt)}
-  for a in alphas:
-    out[f'img@{alpha_key(a)}'] = pck_lib.pck(
-        pred, gt, pck_lib.alpha_img_threshold(a, image_hw))
-    out[f'bbox@{alpha_key(a)}'] = pck_lib.pck(
-        pred, gt, pck_lib.alpha_mask_threshold(a, compare_mask))
-  return out
-
-
-def score_batch(batch: Mapping[str, np.ndarray],
-                prediction: Mapping[str, np.ndarray], stride: int,
-                alphas: Sequence[float]) -> list[dict[str, dict[str, Any]]]:
-  """Per-pair, per-direction scores of one batch.
-
-  Args:
-    batch: a pipeline batch (docs/architecture.md), numpy.
-    prediction: `mapping_st`, `mapping_ts` (B, H, W, 2) in image pixels.
-    stride: keypoint grid stride in pixels.
-    alphas: PCK alphas.
-
-  Returns:
-    One dict per pair: {'st': scores, 'ts': scores}, where scores hold `n`
-    (keypoints), `epe` and `img@<alpha>` / `bbox@<alpha>` PCKs (NaN when the
-    pair has no keypoints in that direction).
-  """
-  image_hw = batch['source_image'].shape[1:3]
-  pairs = []
-  for i in range(len(batch['source_image'])):
-    pairs.append({
-        'st': _direction(batch['mapping_st'][i], prediction['mapping_st'][i],
-                         batch['source_mask'][i], batch['valid_st'][i],
-                         batch['target_mask'][i], stride, alphas, image_hw),
-        'ts': _direction(batch['mapping_ts'][i], prediction['mapping_ts'][i],
-                         batch['target_mask'][i], batch['valid_ts'][i],
-                         batch['source_mask'][i], stride, alphas, image_hw),
-    })
-  return pairs
-
-
-def _nanmean2(a: float, b: float) -> float:
-  return pck_lib.mean_over_pairs([a, b])
-
-
-def summarize(pairs: Sequence[Mapping[str, Mapping[str, Any]]],
-              alphas: Sequence[float]) -> dict[str, Any]:
-  """Means over pairs of `score_batch` outputs, per direction and averaged."""
-  res: dict[str, Any] = {}
-  for d in ('st', 'ts'):
-    res[f'num_keypoints_{d}'] = int(sum(p[d]['n'] for p in pairs))
-    res[f'epe_{d}'] = pck_lib.mean_over_pairs([p[d]['epe'] for p in pairs])
-    for a in alphas:
-      k = alpha_key(a)
-      res[f'pck_{d}@{k}'] = pck_lib.mean_over_pairs(
-          [p[d][f'img@{k}'] for p in pairs])
-      res[f'pck_bbox_{d}@{k}'] = pck_lib.mean_over_pairs(
-          [p[d][f'bbox@{k}'] for p in pairs])
-  out: dict[str, Any] = {'num_pairs': len(pairs),
-                         'num_keypoints': res['num_keypoints_st'] +
-                                          res['num_keypoints_ts']}
-  for a in alphas:
-    k = alpha_key(a)
-    out[f'pck@{k}'] = _nanmean2(res[f'pck_st@{k}'], res[f'pck_ts@{k}'])
-    out[f'pck_bbox@{k}'] = _nanmean2(res[f'pck_bbox_st@{k}'],
-                                     res[f'pck_bbox_ts@{k}'])
-  out['epe'] = _nanmean2(res['epe_st'], res['epe_ts'])
-  out.update(res)
-  return out
-
-
 def conventions(config: ml_collections.ConfigDict, stride: int
                 ) -> dict[str, str]:
   """The evaluation protocol in words, stored beside the numbers."""
@@ -222,7 +156,10 @@ def evaluate_synthetic(method: Any, variables: Any,
     A JSON-ready dict: `pck@<alpha>` (alpha_img, mean of both directions),
     `pck_st@`, `pck_ts@`, `pck_bbox@`, `pck_bbox_st@`, `pck_bbox_ts@`, `epe`,
     `epe_st`, `epe_ts`, `num_pairs`, `num_keypoints(_st/_ts)`, `alphas`,
-    `conventions` (strings).
+    `conventions` (strings); when the method predicts them, the same keys
+    of the base mappings prefixed `base_` and the confidence metrics
+    `confidence_*` / `base_confidence_*` with `confidence_split`
+    (`config.eval.confidence_split`, default 0.5; module docstring).
   """
   ev = config.eval
   num_pairs = int(num_pairs or ev.get('num_pairs', 64))
@@ -236,10 +173,18 @@ def evaluate_synthetic(method: Any, variables: Any,
   for batch in heldout_batches(config, num_pairs, batch_size):
     pred = predict_padded(predict_fn, variables, batch, batch_size)
     pairs.extend(score_batch(batch, pred, stride, alphas))
-  results = summarize(pairs, alphas)
+  results = summarize(
+      pairs, alphas, image_hw=tuple(config.data.image_size),
+      confidence_split=float(ev.get('confidence_split',
+                                    conf_lib.DEFAULT_SPLIT)))
   results['alphas'] = list(alphas)
   results['keypoint_stride'] = stride
   results['conventions'] = conventions(config, stride)
+  if any(k.startswith('base_') for k in results):
+    results['conventions']['base_*'] = conf_lib.CONVENTIONS['base_*']
+  if any(k.startswith(('confidence_', 'base_confidence_')) for k in results):
+    results['conventions']['confidence_*'] = (
+        conf_lib.CONVENTIONS['confidence_*'] + ' (L = max(H, W), alpha_img)')
   return results
 
 

@@ -162,18 +162,62 @@ def _save(fig: Figure, path: str, dpi: int) -> str:
   return path
 
 
+# Confidence maps drawn on a fixed [0, 1] scale, in this order, titled so.
+CONFIDENCE_TITLES = {
+    'confidence_st': 'confidence (source -> target)',
+    'confidence_ts': 'confidence (target -> source)',
+    'base_confidence_st': 'base confidence (source -> target)',
+    'base_confidence_ts': 'base confidence (target -> source)',
+}
+
+
+def map_panels(extra_maps: Mapping[str, np.ndarray] | None
+               ) -> list[tuple[str, str, np.ndarray, float | None,
+                               float | None]]:
+  """How `draw_match` draws extra (H, W) maps.
+
+  Args:
+    extra_maps: name -> (H, W) or (H, W, 1) map.
+
+  Returns:
+    (name, title, (H, W) float32 map, vmin, vmax) per map: the confidence
+    maps of `CONFIDENCE_TITLES` first, in its order, on the fixed scale
+    [0, 1]; then the others in their order, auto-scaled (None).
+  """
+  extra_maps = dict(extra_maps or {})
+  names = [n for n in CONFIDENCE_TITLES if n in extra_maps]
+  names += [n for n in extra_maps if n not in CONFIDENCE_TITLES]
+  panels = []
+  for name in names:
+    value = np.asarray(extra_maps[name], np.float32)
+    if value.ndim == 3 and value.shape[-1] == 1:
+      value = value[..., 0]
+    if name in CONFIDENCE_TITLES:
+      panels.append((name, CONFIDENCE_TITLES[name], value, 0.0, 1.0))
+    else:
+      panels.append((name, name, value, None, None))
+  return panels
+
+
 def draw_match(path: str, source: np.ndarray, target: np.ndarray,
                mapping_st: np.ndarray, mapping_ts: np.ndarray,
                points_s: np.ndarray | None = None,
                points_t: np.ndarray | None = None,
                extra_maps: Mapping[str, np.ndarray] | None = None,
-               title: str | None = None, dpi: int = 110) -> str:
+               title: str | None = None, dpi: int = 110,
+               base_mapping_st: np.ndarray | None = None,
+               base_mapping_ts: np.ndarray | None = None) -> str:
   """Writes a PNG showing one predicted match.
 
   Panels: the source with its keypoints, the target with the transferred
   keypoints (same colours), the source warped into the target frame (source
   sampled at `mapping_ts`), the colour-coded flow `mapping_st - grid`
-  (`flow_to_color`), then one panel per extra map (e.g. a confidence map).
+  (`flow_to_color`), then one panel per extra map with a colour bar:
+  confidence maps ('confidence_st', ...: `CONFIDENCE_TITLES`) on a fixed
+  [0, 1] scale, other maps auto-scaled. With base mappings (CAMNet) a second
+  row shows the base flow the same way, aligned under the first: the target
+  with the keypoints moved by `base_mapping_st`, the source warped by
+  `base_mapping_ts`, the base flow, and the 'base_confidence_*' maps.
 
   Args:
     path: output PNG file.
@@ -187,38 +231,64 @@ def draw_match(path: str, source: np.ndarray, target: np.ndarray,
     extra_maps: name -> (H, W) map drawn with a colour bar.
     title: figure title.
     dpi: resolution of the PNG.
+    base_mapping_st: optional (H_s, W_s, 2) base mapping source -> target.
+    base_mapping_ts: optional (H_t, W_t, 2) base mapping target -> source
+      (the second row needs both).
 
   Returns:
     `path`.
   """
-  extra_maps = dict(extra_maps or {})
   source, target = to_float_image(source), to_float_image(target)
   if points_s is not None and points_t is None:
     points_t = kp.transfer_keypoints(mapping_st, points_s)
   n = 0 if points_s is None else len(points_s)
   colors = point_colors(n)
+  maps = map_panels(extra_maps)
+  base = base_mapping_st is not None and base_mapping_ts is not None
+  top = [m for m in maps if not (base and m[0].startswith('base_'))]
+  bottom = [m for m in maps if base and m[0].startswith('base_')]
 
-  panels = 4 + len(extra_maps)
-  fig = Figure(figsize=(3.2 * panels, 3.6))
-  axes = fig.subplots(1, panels, squeeze=False)[0]
-  _show(axes[0], source, 'source')
-  _scatter(axes[0], points_s, colors)
-  _show(axes[1], target, 'target (transferred keypoints)')
-  _scatter(axes[1], points_t, colors)
-  _show(axes[2], warp_image(source, mapping_ts), 'source warped to target')
-  _show(axes[3], flow_to_color(flow_of(mapping_st)), 'flow source -> target')
-  for ax, (name, value) in zip(axes[4:], extra_maps.items()):
-    value = np.asarray(value, np.float32)
-    if value.ndim == 3 and value.shape[-1] == 1:
-      value = value[..., 0]
-    im = ax.imshow(value, cmap='viridis', interpolation='nearest')
+  cols = 4 + max(len(top), len(bottom))
+  rows = 2 if base else 1
+  fig = Figure(figsize=(3.2 * cols, 3.6 * rows))
+  axes = fig.subplots(rows, cols, squeeze=False)
+  _show(axes[0, 0], source, 'source')
+  _scatter(axes[0, 0], points_s, colors)
+  _show(axes[0, 1], target, 'target (transferred keypoints)')
+  _scatter(axes[0, 1], points_t, colors)
+  _show(axes[0, 2], warp_image(source, mapping_ts), 'source warped to target')
+  _show(axes[0, 3], flow_to_color(flow_of(mapping_st)),
+        'flow source -> target')
+  _draw_maps(fig, axes[0, 4:], top)
+  if base:
+    axes[1, 0].axis('off')
+    _show(axes[1, 1], target, 'target (keypoints by the base flow)')
+    if points_s is not None:
+      _scatter(axes[1, 1], kp.transfer_keypoints(base_mapping_st, points_s),
+               colors)
+    _show(axes[1, 2], warp_image(source, base_mapping_ts),
+          'source warped to target (base)')
+    _show(axes[1, 3], flow_to_color(flow_of(base_mapping_st)),
+          'base flow source -> target')
+    _draw_maps(fig, axes[1, 4:], bottom)
+  if title:
+    fig.suptitle(title, fontsize=10)
+  return _save(fig, path, dpi)
+
+
+def _draw_maps(fig, axes, panels) -> None:
+  """Draws `map_panels` entries with colour bars; leftover axes are hidden."""
+  for i, ax in enumerate(axes):
+    if i >= len(panels):
+      ax.axis('off')
+      continue
+    _, name, value, vmin, vmax = panels[i]
+    im = ax.imshow(value, cmap='viridis', interpolation='nearest',
+                   vmin=vmin, vmax=vmax)
     ax.set_title(name, fontsize=8)
     ax.set_xticks([])
     ax.set_yticks([])
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-  if title:
-    fig.suptitle(title, fontsize=10)
-  return _save(fig, path, dpi)
 
 
 def draw_eval_pairs(path: str, batch: Mapping[str, np.ndarray],
