@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import optax
 
 from semcorr_jax import geometry
+from semcorr_jax.errors import SemcorrError
 from semcorr_jax.losses import camnet as camnet_losses
 from semcorr_jax.losses import sfnet as sfnet_losses
 from semcorr_jax.methods import base
@@ -298,6 +299,33 @@ class CAMNetMethod(base.Method):
     return state, dict(metrics, **disc_metrics, learning_rate=lr)
 
   # --- inference --------------------------------------------------------------
+  def check_input_size(self, variables: PyTree, image_hw: tuple[int, int]
+                       ) -> None:
+    """Refuses inputs whose matching grid differs from the trained one.
+
+    U reads one correlation channel per cell of the other image, so its
+    first conv fixes h * w (static shapes: checked at trace time).
+
+    Raises:
+      SemcorrError: naming the size the model needs.
+    """
+    refine = variables['params'].get('refinement')
+    if refine is None:
+      return
+    channels = refine['stem']['kernel'].shape[2]
+    spec = self.model.base.backbone_spec
+    stride = spec.feature_strides()[spec.features[0]]
+    # Every stride-2 layer of both backbones rounds up (SAME / torchvision).
+    cells = -(-image_hw[0] // stride) * -(-image_hw[1] // stride)
+    if cells != channels:
+      trained = tuple(self.config.data.image_size)
+      raise SemcorrError(
+          f'CAMNet was trained at {trained[0]}x{trained[1]} and its '
+          f'refinement network reads {channels} correlation channels; a '
+          f'{image_hw[0]}x{image_hw[1]} input gives {cells}. Resize inputs '
+          f'to {trained[0]}x{trained[1]} (semcorr-eval: --input_size='
+          f'{trained[0]},{trained[1]}).')
+
   def predict(self, variables: PyTree, source: Array, target: Array
               ) -> dict[str, Array]:
     """Dense mappings and confidences at the input resolution.
@@ -310,6 +338,7 @@ class CAMNetMethod(base.Method):
       flow's, on the grid of the image the mapping starts from) and
       'base_confidence_st'/'_ts'.
     """
+    self.check_input_size(variables, source.shape[1:3])
     outputs = self.model.apply(variables, source, target, train=False)
     hw = outputs['feature_hw']
     src_hw, tgt_hw = source.shape[1:3], target.shape[1:3]
