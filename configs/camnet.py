@@ -18,12 +18,16 @@ Paper 000 (Huang, Wang, He; ACCV 2020) on the SFNet base network
 
     semcorr-train --config=configs/camnet.py:paper --workdir=runs/camnet \
       --config.data.manual_dir=/path/to/VOCtrainval_11-May-2012.tar \
-      --config.backbone.weights=/path/to/resnet101_torchvision.npz
+      --config.backbone.weights=/path/to/resnet101_torchvision.npz \
+      --config.eval.select_data_dir=/path/to/pf-pascal
 
-  then `semcorr-eval --workdir=runs/camnet --benchmark=pf_pascal
-  --data_dir=...` per checkpoint for model selection on the PF-PASCAL
-  validation split (`--split=validation`). The paper reports PCK@0.1 0.835
-  on PF-PASCAL (alpha_img) and 0.746 on PF-WILLOW (alpha_bbox).
+  Every 1000 steps the model is scored on the PF-PASCAL validation split
+  (model selection, Sec. 5.1): runs/camnet/eval/model_selection.json names
+  the best step; every checkpoint is kept, so score it with
+  `semcorr-eval --workdir=runs/camnet --step=<best_step>
+  --benchmark=pf_pascal --data_dir=/path/to/pf-pascal`. The paper reports
+  PCK@0.1 0.835 on PF-PASCAL test (alpha_img) and 0.746 on PF-WILLOW
+  (alpha_bbox).
 
 Table 3 rows: a variant may name one after a comma
 (`configs/camnet.py:quick,confidence`); `sweep` runs them all. Each row is
@@ -121,7 +125,14 @@ def get_config(variant: str = 'quick') -> ml_collections.ConfigDict:
       name='adam', lr=c.optimizer.lr, b1=0.5, b2=0.999,
       decay_at=c.optimizer.decay_at, decay_factor=c.optimizer.decay_factor))
 
-  if variant == 'quick':
+  if variant == 'paper':
+    # Model selection on PF-PASCAL validation (Sec. 5.1): scored every
+    # eval_every steps into eval/model_selection.json; every checkpoint kept.
+    c.eval.select_benchmark = 'pf_pascal'
+    c.eval_every = 1000
+    c.checkpoint_every = 1000
+    c.keep_checkpoints = None
+  elif variant == 'quick':
     # CPU budget: thinner heads and D (the matching grid is 20x20 as in the
     # paper, so the refinement stem still reads 400 correlation channels).
     c.model.update(dict(confidence_features=32, confidence_width=32,

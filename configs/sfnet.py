@@ -107,7 +107,12 @@ def get_config(variant: str = 'quick') -> ml_collections.ConfigDict:
 
   c.eval = ml_collections.ConfigDict(dict(
       num_pairs=64, batch_size=8, seed=1234, alphas=(0.05, 0.1, 0.15),
-      keypoint_stride=8, untrained=True))
+      keypoint_stride=8, untrained=True,
+      # Model selection on a real benchmark every `eval_every` steps
+      # (semcorr_jax/evaluation/selection.py); '' = none.
+      select_benchmark='', select_split='validation',
+      select_data_dir=config_dict.placeholder(str), select_metric='pck@0.1',
+      select_num_pairs=config_dict.placeholder(int)))
 
   if variant == 'paper':
     c.data.source = 'voc2012'

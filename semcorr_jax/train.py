@@ -94,7 +94,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   from semcorr_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   from semcorr_jax.evaluation import reports  # pylint: disable=g-import-not-at-top
 
+  from semcorr_jax.evaluation import selection  # pylint: disable=g-import-not-at-top
+
   workdir = os.path.abspath(workdir)
+  selection.check(config)  # before anything is written or trained
   if jax.process_index() == 0:
     checkpointing.save_config(workdir, config)
   mesh = parallel.make_mesh()
@@ -148,6 +151,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   pending, finite = [], jnp.asarray(True)
   last_good = start_step
 
+  def select(step):
+    # Validation-split score for model selection (evaluation.selection).
+    if not selection.enabled(config):
+      return
+    variables = parallel.to_host(method.inference_variables(state))
+    value = selection.validate(method, variables, config)
+    if jax.process_index() == 0:
+      data = selection.record(workdir, config, step, value)
+      writer.write(step, {config.eval.select_metric: value}, split='val')
+      print(f'step {step}: {config.eval.select_benchmark} '
+            f'{config.eval.select_split} {config.eval.select_metric} '
+            f'{value:.4f} (best {data["best_value"]:.4f} at step '
+            f'{data["best_step"]})', flush=True)
+
   def check_finite(step):
     if not bool(parallel.to_host(finite)):
       writer.close()
@@ -193,8 +210,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       results = _evaluate(method, state, config, 'trained')
       writer.write(step, {k: v for k, v in results.items()
                           if isinstance(v, (int, float))}, split='eval')
+      select(step)
 
   ckpt.wait()
+  select(step)
   results = {'step': step,
              'trained': _evaluate(method, state, config, 'trained')}
   if os.path.exists(untrained_path):
