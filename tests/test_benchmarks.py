@@ -1,22 +1,31 @@
-"""benchmarks/sfnet_throughput.py on the `test` config: every field is there."""
+"""benchmarks/throughput.py on the `test` configs: every field is there.
 
-import importlib.util
+SFNet on all (simulated) devices; CAMNet with the GAN on one device at batch
+1 (one predict program), its full step then G and D alone.
+"""
+
+import importlib
 import json
 import math
 import pathlib
+import sys
 
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-SCRIPT = REPO / 'benchmarks' / 'sfnet_throughput.py'
+BENCHMARKS = REPO / 'benchmarks'
 
 
 @pytest.fixture(scope='module')
 def bench():
-  spec = importlib.util.spec_from_file_location('sfnet_throughput', SCRIPT)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  # Imported by name (not by file spec) so that the alias
+  # sfnet_throughput.py, which imports `throughput`, shares this module and
+  # its absl flags.
+  sys.path.insert(0, str(BENCHMARKS))
+  try:
+    yield importlib.import_module('throughput')
+  finally:
+    sys.path.remove(str(BENCHMARKS))
 
 
 POSITIVE = ('device_count', 'batch_size', 'train_pairs_per_s', 'train_step_s',
@@ -26,33 +35,106 @@ POSITIVE = ('device_count', 'batch_size', 'train_pairs_per_s', 'train_step_s',
             'train_flops_per_step', 'predict_flops_per_pair',
             'train_flops_per_s', 'predict_flops_per_s', 'peak_memory_bytes',
             'train_executable_bytes')
+GAN_POSITIVE = ('gan_disc_steps', 'generator_step_s', 'discriminator_step_s',
+                'discriminator_time_fraction', 'generator_compile_s',
+                'discriminator_compile_s', 'generator_flops_per_step',
+                'discriminator_flops_per_step')
 
 
-@pytest.mark.timeout(120)
-def test_test_config_record(bench):
-  # peak_tflops: CPUs have no known peak (null utilisation); 1 TFLOP/s makes
-  # the utilisation fields computable here.
-  record = bench.run_one('test', 'float32', batch_size=1, steps=2, warmup=1,
-                         peak_tflops=1.0)
+def _check_common(record):
   json.dumps(record, allow_nan=False)  # strict JSON
-  assert record['config'] == 'test'
-  assert record['method'] == 'sfnet'
   assert record['dtype'] == 'float32'
   assert record['image_size'] == [64, 64]
-  assert record['batch_size'] == record['device_count']  # rounded up
   for key in POSITIVE:
     value = record[key]
     assert isinstance(value, (int, float)), key
     assert math.isfinite(value) and value > 0, (key, value)
   assert math.isfinite(record['train_loss'])
   assert record['flops_source'] in ('lowered_hlo', 'lowered_hlo_cpu')
-  assert record['peak_flops_per_s_per_device'] == 1e12
-  assert 0 < record['train_flop_utilization'] < 1
-  assert 0 < record['predict_flop_utilization'] < 1
   assert record['peak_memory_source'] in ('device_peak_bytes_in_use',
                                           'process_peak_rss')
   # One step does more work than one inference pair.
   assert record['train_flops_per_step'] > record['predict_flops_per_pair']
+
+
+@pytest.mark.timeout(120)
+def test_test_config_record(bench):
+  # peak_tflops: CPUs have no known peak (null utilisation); 1 TFLOP/s makes
+  # the utilisation fields computable here.
+  # One timed call, no warm-up: a batch-8 step on 8 simulated devices takes
+  # seconds on a 2-core CPU.
+  record = bench.run_one('test', 'float32', batch_size=1, steps=1, warmup=0,
+                         peak_tflops=1.0)
+  _check_common(record)
+  assert record['config'] == 'test'
+  assert record['config_file'] == 'configs/sfnet.py'
+  assert record['method'] == 'sfnet'
+  assert record['batch_size'] == record['device_count']  # rounded up
+  assert record['peak_flops_per_s_per_device'] == 1e12
+  assert 0 < record['train_flop_utilization'] < 1
+  assert 0 < record['predict_flop_utilization'] < 1
+  assert record['gan'] is False
+  for key in bench.GAN_SPLIT_FIELDS:  # null without a GAN
+    assert record[key] is None, key
+
+
+@pytest.mark.timeout(300)
+def test_camnet_gan_record(bench):
+  config_file, variant = bench.resolve_spec('configs/camnet.py:test')
+  record = bench.run_one(variant, 'float32', batch_size=1, steps=1,
+                         warmup=0, num_devices=1, config_file=config_file)
+  _check_common(record)
+  assert record['config'] == 'test'
+  assert record['config_file'] == 'configs/camnet.py'
+  assert record['method'] == 'camnet'
+  assert record['gan'] is True
+  assert record['batch_size'] == record['device_count'] == 1
+  assert set(bench.GAN_SPLIT_FIELDS) <= set(GAN_POSITIVE)
+  for key in GAN_POSITIVE:
+    value = record[key]
+    assert isinstance(value, (int, float)), key
+    assert math.isfinite(value) and value > 0, (key, value)
+  assert record['gan_disc_steps'] == 1
+  assert record['discriminator_time_fraction'] < 1
+  # G's step runs D forward and backward too (L_adv); the full step is G
+  # plus one D update.
+  g, d = (record['generator_flops_per_step'],
+          record['discriminator_flops_per_step'])
+  assert g > d
+  assert record['train_flops_per_step'] == pytest.approx(g + d, rel=0.05)
+
+
+def test_config_specs(bench):
+  sfnet = str(REPO / 'configs' / 'sfnet.py')
+  camnet = str(REPO / 'configs' / 'camnet.py')
+  # Old invocations: variants of --config_file (default configs/sfnet.py).
+  assert bench.config_specs(['paper', 'quick'], [], False) == [
+      (sfnet, 'paper'), (sfnet, 'quick')]
+  # --config alone replaces the --configs default; commas stay in variants.
+  assert bench.config_specs(
+      ['paper', 'quick'],
+      ['configs/camnet.py:quick', 'camnet:quick,confidence'], False) == [
+          (camnet, 'quick'), (camnet, 'quick,confidence')]
+  # Both when --configs is given; FILE:VARIANT and names in configs/ there.
+  assert bench.config_specs(['quick', 'camnet:paper'], ['camnet.py:test'],
+                            True) == [(sfnet, 'quick'), (camnet, 'paper'),
+                                      (camnet, 'test')]
+  assert bench.config_specs(['quick'], [], True, camnet) == [
+      (camnet, 'quick')]
+  with pytest.raises(Exception, match='FILE:VARIANT'):
+    bench.config_specs([], ['configs/camnet.py'], False)
+  with pytest.raises(Exception, match='not a file'):
+    bench.resolve_spec('nosuch:quick')
+
+
+def test_sfnet_throughput_alias(bench):
+  sys.path.insert(0, str(BENCHMARKS))
+  try:
+    alias = importlib.import_module('sfnet_throughput')
+  finally:
+    sys.path.remove(str(BENCHMARKS))
+  assert alias.run_one is bench.run_one
+  assert alias.main is bench.main
 
 
 def test_xla_flops_dict_and_list(bench):
