@@ -100,6 +100,9 @@ def get_config(variant: str = 'quick') -> ml_collections.ConfigDict:
       confidence_features=64,
       confidence_width=64,
       confidence_layers=3,
+      # 'features_flow' (Eq. 1) | 'features_flow_match' (+ the other
+      # image's features at the matches and their cosine similarity)
+      confidence_inputs='features_flow',
       refine_width=128,
       refine_growth=32,
       refine_layers=4,

@@ -50,6 +50,7 @@ from semcorr_jax.models import sfnet
 Array = jax.Array
 
 REFINEMENTS = ('none', 'plain', 'confidence_aware')
+CONFIDENCE_INPUTS = ('features_flow', 'features_flow_match')
 
 
 def fuse_flows(base: Array, update: Array, confidence: Array) -> Array:
@@ -109,11 +110,30 @@ class ConfidenceNet(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, features: Array, flow: Array, train: bool) -> Array:
-    """(B, h, w, C) features, (B, h, w, 2) normalised flow -> (B, h, w) logit."""
-    x = nn.Conv(self.feature_channels, (1, 1), dtype=self.dtype,
-                param_dtype=jnp.float32, name='project')(features)
-    x = jnp.concatenate([x, flow.astype(x.dtype)], axis=-1)
+  def __call__(self, features: Array, flow: Array, train: bool,
+               matched: Array | None = None) -> Array:
+    """Confidence logits.
+
+    Args:
+      features: (B, h, w, C) features of the image the flow starts from.
+      flow: (B, h, w, 2) the flow in normalised units.
+      train: BatchNorm mode.
+      matched: optional (B, h, w, C) the other image's features read at
+        the flow's matches; adds them (projected) and their cosine
+        similarity with `features` to the input.
+
+    Returns:
+      (B, h, w) float32 logits.
+    """
+    project = nn.Conv(self.feature_channels, (1, 1), dtype=self.dtype,
+                      param_dtype=jnp.float32, name='project')
+    parts = [project(features), flow.astype(self.dtype)]
+    if matched is not None:
+      cosine = jnp.sum(geometry.l2_normalize(features)
+                       * geometry.l2_normalize(matched), axis=-1,
+                       keepdims=True)
+      parts += [project(matched), cosine.astype(self.dtype)]
+    x = jnp.concatenate(parts, axis=-1)
     for i in range(self.num_layers):
       x = nn.Conv(self.width, (3, 3), padding=1, use_bias=False,
                   dtype=self.dtype, param_dtype=jnp.float32,
@@ -179,6 +199,7 @@ def default_model_config() -> ml_collections.ConfigDict:
       confidence_features=64,
       confidence_width=64,
       confidence_layers=3,
+      confidence_inputs='features_flow',  # or 'features_flow_match'
       refine_width=128,
       refine_growth=32,
       refine_layers=4,
@@ -193,6 +214,10 @@ class CAMNet(nn.Module):
     base: the SFNet base correspondence network.
     refinement: 'none', 'plain' or 'confidence_aware' (Table 3 rows).
     confidence_features, confidence_width, confidence_layers: ConfidenceNet.
+    confidence_inputs: 'features_flow' (Eq. 1: the features of the image
+      the flow starts from and the flow) or 'features_flow_match' (also the
+      other image's features read at the matches and their cosine
+      similarity, so C can compare what the flow pairs up).
     refine_width, refine_growth, refine_layers: RefinementNet.
   """
   base: sfnet.SFNet = sfnet.SFNet()
@@ -200,6 +225,7 @@ class CAMNet(nn.Module):
   confidence_features: int = 64
   confidence_width: int = 64
   confidence_layers: int = 3
+  confidence_inputs: str = 'features_flow'
   refine_width: int = 128
   refine_growth: int = 32
   refine_layers: int = 4
@@ -209,6 +235,9 @@ class CAMNet(nn.Module):
                   backbone_cfg: ml_collections.ConfigDict | None = None
                   ) -> CAMNet:
     """Builds the module from `config.model` and `config.backbone`."""
+    if cfg.get('confidence_inputs', 'features_flow') not in CONFIDENCE_INPUTS:
+      raise ValueError(f'model.confidence_inputs={cfg.confidence_inputs!r}; '
+                       f'use one of {CONFIDENCE_INPUTS}')
     if cfg.refinement not in REFINEMENTS:
       raise ValueError(f'model.refinement={cfg.refinement!r}; use one of '
                        f'{REFINEMENTS}')
@@ -218,6 +247,7 @@ class CAMNet(nn.Module):
         confidence_features=cfg.confidence_features,
         confidence_width=cfg.confidence_width,
         confidence_layers=cfg.confidence_layers,
+        confidence_inputs=cfg.get('confidence_inputs', 'features_flow'),
         refine_width=cfg.refine_width,
         refine_growth=cfg.refine_growth,
         refine_layers=cfg.refine_layers)
@@ -263,25 +293,32 @@ class CAMNet(nn.Module):
                                self.refine_layers, dtype=dtype,
                                name='refinement')
 
-    def confidence_logit(direction: str, mapping: Array) -> Array:
-      flow = sfnet_losses.normalized_flow(jax.lax.stop_gradient(mapping), hw)
-      return confidence_net(features[direction], flow, train)
-
-    # Both directions go through the heads in one batch (shared weights).
+    # Both directions go through the heads in one batch (shared weights):
+    # rows [st; ts], each with the features of the image it starts from.
     base_map = jnp.concatenate([out['base_mapping_st'],
                                 out['base_mapping_ts']], axis=0)
     corr = jnp.concatenate([out['corr_st'], out['corr_ts']], axis=0)
     feats = jnp.concatenate([features['st'], features['ts']], axis=0)
-    features = {'both': feats}
+    others = jnp.concatenate([features['ts'], features['st']], axis=0)
+
+    def confidence_logit(mapping: Array) -> Array:
+      # The confidence judges the flow; it does not bend it.
+      mapping = jax.lax.stop_gradient(mapping)
+      flow = sfnet_losses.normalized_flow(mapping, hw)
+      matched = None
+      if self.confidence_inputs == 'features_flow_match':
+        matched = geometry.bilinear_sample(others, mapping)
+      return confidence_net(feats, flow, train, matched)
+
     b = source.shape[0]
     base_conf = None
     if self.has_confidence:
-      base_logit = confidence_logit('both', base_map)
+      base_logit = confidence_logit(base_map)
       base_conf = jax.nn.sigmoid(base_logit)
     update = normalized_to_mapping(refine_net(corr, base_conf, train), hw)
     if self.has_confidence:
       refined = fuse_flows(base_map, update, base_conf)
-      refined_logit = confidence_logit('both', refined)
+      refined_logit = confidence_logit(refined)
       for name, value in (('base_confidence_logit', base_logit),
                           ('refined_confidence_logit', refined_logit)):
         out[f'{name}_st'], out[f'{name}_ts'] = value[:b], value[b:]
