@@ -115,6 +115,9 @@ def get_config(variant: str = 'quick') -> ml_collections.ConfigDict:
       confidence_weight=18.0,        # mu2, Eq. 11
       adversarial_weight=1.0,        # weight of L_adv in Eq. 11
       confidence_threshold=1.0,      # GT confidence: error <= this, cells
+      # Not in the paper: weight of a direct end-point-error loss on F_u
+      # against the synthetic flow (0 = the paper's self-supervised U).
+      update_flow_weight=0.0,
   ))
   c.gan = ml_collections.ConfigDict(dict(
       enabled=True,

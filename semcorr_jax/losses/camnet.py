@@ -115,6 +115,26 @@ def ground_truth_confidence(predicted: Array, ground_truth: Array,
   return jax.lax.stop_gradient((error <= threshold).astype(jnp.float32))
 
 
+def masked_end_point_error(mapping: Array, ground_truth: Array,
+                           weight: Array) -> Array:
+  """Mean end-point error over weighted cells, per image (not in the paper).
+
+  `sum_p w_p |m_p - m*_p| / (sum_p w_p + 1)`; used by the optional direct
+  supervision of the refinement network's flow (`loss.update_flow_weight`).
+
+  Args:
+    mapping: (B, h, w, 2) predicted mapping.
+    ground_truth: (B, h, w, 2) ground truth, same units.
+    weight: (B, h, w) cells that count.
+
+  Returns:
+    (B,) per-image mean EPE.
+  """
+  epe = jnp.sqrt(jnp.sum(jnp.square(mapping - ground_truth), axis=-1) + 1e-12)
+  return jnp.sum(epe * weight, axis=(1, 2)) / (jnp.sum(weight, axis=(1, 2))
+                                               + 1.0)
+
+
 def confidence_cross_entropy(logit: Array, label: Array, weight: Array
                              ) -> Array:
   """Binary cross-entropy CE(C~, C) averaged over weighted cells, per image.

@@ -159,11 +159,19 @@ class CAMNetMethod(base.Method):
         cfg.base_weight if self.model.refinement != 'none' else 0.0)
     metrics = {'align_loss': jnp.mean(align)}
     confidence = jnp.zeros_like(align)
+    gt = {d: camnet_losses.ground_truth_on_grid(
+        batch[f'mapping_{d}'], batch[f'valid_{d}'], hw, hw)
+          for d in ('st', 'ts')}
+    weights = (mask_s * gt['st'][1], mask_t * gt['ts'][1])
+    update = jnp.zeros_like(align)
+    update_weight = cfg.get('update_flow_weight', 0.0)
+    if update_weight and self.model.refinement != 'none':
+      # Optional, not in the paper: supervise F_u with the synthetic flow.
+      update = sum(camnet_losses.masked_end_point_error(
+          outputs[f'update_mapping_{d}'], gt[d][0], w)
+                   for d, w in zip(('st', 'ts'), weights))
+      metrics['update_flow_loss'] = jnp.mean(update)
     if self.model.has_confidence:
-      gt = {d: camnet_losses.ground_truth_on_grid(
-          batch[f'mapping_{d}'], batch[f'valid_{d}'], hw, hw)
-            for d in ('st', 'ts')}
-      weights = (mask_s * gt['st'][1], mask_t * gt['ts'][1])
       terms = {}
       for kind in ('base', 'refined'):
         labels = tuple(camnet_losses.ground_truth_confidence(
@@ -184,6 +192,7 @@ class CAMNetMethod(base.Method):
     total = camnet_losses.generator_loss(
         align, confidence, jnp.zeros_like(align), cfg.align_weight,
         cfg.confidence_weight, 0.0)
+    total = total + update_weight * jnp.mean(update)
     flow_st = geometry.mapping_to_flow(outputs['mapping_st'])
     metrics['mean_flow'] = jnp.mean(jnp.linalg.norm(flow_st, axis=-1))
     metrics[MODEL_STATE] = {**model_state, **updates}
