@@ -1,0 +1,345 @@
+"""Tests for the `camnet` method (methods/camnet.py): G and D steps, state.
+
+configs/camnet.py:test with two D updates per step and plain SGD for G and D
+(Adam's first step is lr * sign(grad), which turns float noise in the
+near-zero gradients of biases in front of a normalisation into lr-sized
+differences between two compilations of the same step).
+"""
+
+import os
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from semcorr_jax import config_files
+from semcorr_jax import geometry
+from semcorr_jax import methods
+from semcorr_jax.data import pipeline
+from semcorr_jax.losses import camnet as camnet_losses
+from semcorr_jax.methods import base
+from semcorr_jax.methods import camnet as camnet_method
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+IMAGE = 64
+GRID = 4
+B = 2
+OVERRIDES = {'gan.disc_steps': 2, 'optimizer.name': 'sgd',
+             'optimizer.lr': 1e-3, 'disc_optimizer.name': 'sgd',
+             'disc_optimizer.lr': 0.1}
+
+
+def _config(variant='test', **overrides):
+  return config_files.load(
+      os.path.join(REPO, 'configs', f'camnet.py:{variant}'), overrides)
+
+
+def _leaves_equal(a, b):
+  la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+  assert len(la) == len(lb) and la
+  return all(np.array_equal(np.asarray(x), np.asarray(y))
+             for x, y in zip(la, lb))
+
+
+def _changed(a, b):
+  """{path: bool} whether each leaf differs."""
+  fa = flax.traverse_util.flatten_dict(jax.device_get(a))
+  fb = flax.traverse_util.flatten_dict(jax.device_get(b))
+  assert fa.keys() == fb.keys()
+  return {k: not np.array_equal(fa[k], fb[k]) for k in fa}
+
+
+def _counts(opt_state):
+  """The integer leaves (optax step counts) of an optimiser state."""
+  return [int(x) for x in jax.tree.leaves(jax.device_get(opt_state))
+          if np.issubdtype(np.asarray(x).dtype, np.integer)]
+
+
+@pytest.fixture(scope='module')
+def config():
+  return _config(**OVERRIDES)
+
+
+@pytest.fixture(scope='module')
+def method(config):
+  return methods.get('camnet')(config, total_steps=10)
+
+
+@pytest.fixture(scope='module')
+def batch(config):
+  ds = pipeline.make_pair_dataset(config.data, 'train', batch_size=B, seed=0)
+  return jax.tree.map(jnp.asarray, next(ds.as_numpy_iterator()))
+
+
+@pytest.fixture(scope='module')
+def state(method, batch):
+  return jax.jit(method.init_state)(jax.random.key(0), batch)
+
+
+@pytest.fixture(scope='module')
+def disc_step(method):
+  return jax.jit(method.discriminator_step)
+
+
+@pytest.fixture(scope='module')
+def after_g(method, state, batch):
+  """(state, metrics, pairs) after one generator step."""
+  return jax.jit(method.generator_step)(state, batch)
+
+
+def test_config_is_the_paper_setting():
+  c = _config()
+  assert (c.loss.mask_weight, c.loss.base_weight,
+          c.loss.base_confidence_weight, c.loss.align_weight,
+          c.loss.confidence_weight, c.loss.adversarial_weight) == (
+              0.188, 0.4, 0.4, 288.0, 18.0, 1.0)
+  assert c.method == 'camnet' and c.gan.enabled
+  assert c.model.refinement == 'confidence_aware'
+  paper = _config('paper')
+  assert (paper.gan.width, paper.gan.num_layers) == (64, 3)
+  assert paper.disc_optimizer.b1 == 0.5
+  for row, (refinement, gan) in {
+      'sfnet': ('none', False), 'refinement': ('plain', False),
+      'confidence': ('confidence_aware', False),
+      'full': ('confidence_aware', True)}.items():
+    c = _config(f'test,{row}')
+    assert (c.model.refinement, c.gan.enabled) == (refinement, gan), row
+  with pytest.raises(ValueError, match='Table-3'):
+    _config('test,bogus')
+
+
+def test_state_holds_generator_and_discriminator(method, state):
+  assert isinstance(state, camnet_method.GANTrainState)
+  assert set(state.params) == {'base', 'confidence', 'refinement'}
+  assert set(state.disc_params) == {'conv0', 'conv1', 'conv2', 'norm1',
+                                    'norm2', 'score'}
+  # D of the test config: width 4, 2 stride-2 layers, on (warped, reference).
+  assert state.disc_params['conv0']['kernel'].shape == (4, 4, 6, 4)
+  assert int(state.step) == 0
+  assert _counts(state.opt_state) and set(_counts(state.opt_state)) == {0}
+  assert _counts(state.disc_opt_state) and set(
+      _counts(state.disc_opt_state)) == {0}
+  assert state.disc_tx is method.disc_tx and state.tx is method.tx
+
+
+def test_trainable_is_everything_but_the_backbone(method, state):
+  # The backbone also gets no gradient (stop_gradient in the base network);
+  # the mask keeps it frozen under weight decay or momentum as well.
+  flags = flax.traverse_util.flatten_dict(method.trainable(state.params))
+  assert any(k[:2] == ('base', 'backbone') for k in flags)
+  for key, flag in flags.items():
+    assert flag == (key[:2] != ('base', 'backbone')), key
+
+
+def test_discriminator_step_changes_only_the_discriminator(state, after_g,
+                                                           disc_step):
+  _, _, pairs = after_g
+  new, metrics = disc_step(state, pairs)
+  # The generator's half of the state is bit-identical.
+  assert int(new.step) == 0
+  for field in ('params', 'model_state', 'opt_state'):
+    assert _leaves_equal(getattr(new, field), getattr(state, field)), field
+  # D moved: every kernel of every conv (biases in front of instance norm
+  # have no gradient, up to float noise).
+  changed = _changed(state.disc_params, new.disc_params)
+  for key, value in changed.items():
+    if key[-1] == 'kernel':
+      assert value, key
+  assert _counts(new.disc_opt_state) and set(
+      _counts(new.disc_opt_state)) == {1}
+  np.testing.assert_allclose(
+      metrics['disc_loss'],
+      metrics['disc_real_loss'] + metrics['disc_fake_loss'], rtol=1e-6)
+  for value in metrics.values():
+    assert np.isfinite(float(value))
+
+
+def test_generator_step_changes_only_the_generator(state, after_g):
+  new, metrics, pairs = after_g
+  assert int(new.step) == 1
+  assert _leaves_equal(new.disc_params, state.disc_params)
+  assert _leaves_equal(new.disc_opt_state, state.disc_opt_state)
+  assert set(_counts(new.opt_state)) == {1}
+  changed = _changed(state.params, new.params)
+  # The frozen backbone: bit-identical params and BatchNorm statistics.
+  backbone = [v for k, v in changed.items() if k[:2] == ('base', 'backbone')]
+  assert backbone and not any(backbone)
+  stats = _changed(state.model_state['batch_stats'],
+                   new.model_state['batch_stats'])
+  assert not any(v for k, v in stats.items()
+                 if k[:2] == ('base', 'backbone'))
+  # Trainable parts moved: the adaptation layers, the confidence net, and
+  # U's last conv (zero at init, so the layers before it get no gradient yet).
+  for prefix in (('base', 'adapt_layer3'), ('base', 'adapt_layer4'),
+                 ('confidence',), ('refinement', 'flow')):
+    kernels = [v for k, v in changed.items()
+               if k[:len(prefix)] == prefix and k[-1] == 'kernel']
+    assert kernels and all(kernels), prefix
+  for head in ('confidence', 'refinement'):
+    assert any(v for k, v in stats.items() if k[0] == head), head
+  # L_G = 288 L_align + 18 L_confi + L_adv (batch means, Eq. 11).
+  np.testing.assert_allclose(
+      metrics['loss'], 288.0 * metrics['align_loss']
+      + 18.0 * metrics['confidence_loss'] + metrics['adv_loss'], rtol=1e-5)
+  assert float(metrics['adv_loss']) > 0 and float(
+      metrics['confidence_loss']) > 0
+  assert 'model_state' not in metrics
+  # D's inputs come back without gradient, both directions stacked.
+  assert set(pairs) == {'fake', 'real', 'reference'}
+  for value in pairs.values():
+    assert value.shape == (2 * B, IMAGE, IMAGE, 3)
+
+
+def test_train_step_is_one_g_step_then_disc_steps_d_steps(
+    method, state, batch, after_g, disc_step):
+  assert method.config.gan.disc_steps == 2
+  new, metrics = jax.jit(method.train_step)(state, batch, jax.random.key(1))
+  g_state, g_metrics, pairs = after_g
+  once, _ = disc_step(g_state, pairs)
+  twice, d_metrics = disc_step(once, pairs)
+  assert type(new) is camnet_method.GANTrainState
+  assert int(new.step) == 1
+  assert set(_counts(new.disc_opt_state)) == {2}
+  assert set(_counts(new.opt_state)) == {1}
+  for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(twice)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  # Two D updates, not one: the second moved D well beyond the tolerance.
+  gap = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+            for a, b in zip(jax.tree.leaves(new.disc_params),
+                            jax.tree.leaves(once.disc_params)))
+  assert gap > 1e-3
+  np.testing.assert_allclose(metrics['loss'], g_metrics['loss'], rtol=1e-5)
+  np.testing.assert_allclose(metrics['disc_loss'], d_metrics['disc_loss'],
+                             rtol=1e-5)
+  np.testing.assert_allclose(metrics['learning_rate'], 1e-3, rtol=1e-6)
+
+
+def test_gan_disabled_is_the_plain_single_optimiser_step(batch):
+  config = _config('test,confidence')
+  method = methods.get('camnet')(config, total_steps=10)
+  state = jax.eval_shape(method.init_state, jax.random.key(0), batch)
+  assert type(state) is base.TrainState
+  new, metrics = jax.eval_shape(method.train_step, state, batch,
+                                jax.random.key(1))
+  assert type(new) is base.TrainState
+  assert 'adv_loss' not in metrics and 'disc_loss' not in metrics
+  assert {'loss', 'align_loss', 'confidence_loss', 'grad_norm'} <= set(metrics)
+  full = methods.get('camnet')(_config(), total_steps=10)
+  assert type(jax.eval_shape(full.init_state, jax.random.key(0), batch)) is (
+      camnet_method.GANTrainState)
+
+
+def test_inference_variables_have_no_discriminator(method, state, batch):
+  variables = method.inference_variables(state)
+  assert set(variables) == {'params', 'batch_stats'}
+  model_vars = jax.eval_shape(method.model.init, jax.random.key(0),
+                              batch['source_image'][:1],
+                              batch['target_image'][:1])
+  assert jax.tree.structure(variables) == jax.tree.structure(model_vars)
+  n_disc = sum(x.size for x in jax.tree.leaves(state.disc_params))
+  n_vars = sum(x.size for x in jax.tree.leaves(variables))
+  n_model = sum(x.size for x in jax.tree.leaves(model_vars))
+  assert n_disc > 0 and n_vars == n_model
+
+
+def test_predict_keys_and_shapes(method, state, batch):
+  variables = method.inference_variables(state)
+  out = jax.jit(method.predict)(variables, batch['source_image'],
+                                batch['target_image'])
+  assert set(out) == {
+      'mapping_st', 'mapping_ts', 'base_mapping_st', 'base_mapping_ts',
+      'feature_mapping_st', 'feature_mapping_ts', 'confidence_st',
+      'confidence_ts', 'base_confidence_st', 'base_confidence_ts'}
+  scale = (IMAGE - 1) / (GRID - 1)
+  for d in ('st', 'ts'):
+    assert out[f'mapping_{d}'].shape == (B, IMAGE, IMAGE, 2)
+    assert out[f'base_mapping_{d}'].shape == (B, IMAGE, IMAGE, 2)
+    assert out[f'feature_mapping_{d}'].shape == (B, GRID, GRID, 2)
+    for name in ('confidence', 'base_confidence'):
+      conf = np.asarray(out[f'{name}_{d}'])
+      assert conf.shape == (B, IMAGE, IMAGE)
+      assert np.all((conf >= 0) & (conf <= 1))
+    # Align corners: corner pixels read the corner cells, scaled 63 / 3.
+    np.testing.assert_allclose(out[f'mapping_{d}'][:, -1, -1],
+                               out[f'feature_mapping_{d}'][:, -1, -1] * scale,
+                               rtol=1e-5)
+  plain = methods.get('camnet')(_config('test,refinement'), total_steps=1)
+  shapes = jax.eval_shape(plain.init_state, jax.random.key(0), batch)
+  out = jax.eval_shape(plain.predict, shapes.variables(),
+                       batch['source_image'], batch['target_image'])
+  assert set(out) == {'mapping_st', 'mapping_ts', 'base_mapping_st',
+                      'base_mapping_ts', 'feature_mapping_st',
+                      'feature_mapping_ts'}
+
+
+# --- the discriminator's inputs -----------------------------------------------
+
+
+def _identity_outputs(b=B):
+  ident = jnp.broadcast_to(geometry.pixel_grid(GRID, GRID), (b, GRID, GRID, 2))
+  return {'mapping_st': ident, 'mapping_ts': ident}
+
+
+def test_warp_to_reference_lifts_the_cell_mapping():
+  image = jax.random.uniform(jax.random.key(0), (1, IMAGE, IMAGE, 3))
+  ident = _identity_outputs(1)['mapping_ts']
+  # The identity on the 4x4 grid is the identity on the pixels.
+  np.testing.assert_allclose(camnet_method.warp_to_reference(image, ident),
+                             image, atol=1e-5)
+  # One cell right = 21 pixels right; beyond the border: 0.
+  warped = camnet_method.warp_to_reference(image, ident + jnp.asarray([1.0,
+                                                                       0.0]))
+  np.testing.assert_allclose(warped[:, :, :IMAGE - 21], image[:, :, 21:],
+                             atol=1e-5)
+  np.testing.assert_array_equal(warped[:, :, IMAGE - 20:], 0.0)
+
+
+def test_discriminator_pairs_directions_and_masks(method, batch):
+  # mapping_ts the identity, mapping_st one cell (21 px) to the right.
+  ident = _identity_outputs()['mapping_ts']
+  outputs = {'mapping_ts': ident, 'mapping_st': ident + jnp.asarray([1.0, 0.0])}
+  pairs = method.discriminator_pairs(outputs, batch)
+  src, tgt = batch['source_image'], batch['target_image']
+  mask_s = batch['source_mask'][..., None]
+  mask_t = batch['target_mask'][..., None]
+  assert 0 < float(jnp.mean(mask_s)) < 1 and 0 < float(jnp.mean(mask_t)) < 1
+  # [t frame; s frame]: the source warped by mapping_ts beside the target,
+  # the target warped by mapping_st beside the source, every image inside
+  # the reference's foreground.
+  np.testing.assert_allclose(pairs['reference'][:B], tgt * mask_t)
+  np.testing.assert_allclose(pairs['reference'][B:], src * mask_s)
+  np.testing.assert_allclose(pairs['fake'][:B], src * mask_t, atol=1e-5)
+  shifted = jnp.zeros_like(tgt).at[:, :, :IMAGE - 21].set(tgt[:, :, 21:])
+  np.testing.assert_allclose(pairs['fake'][B:], shifted * mask_s, atol=1e-5)
+  # Real pairs: the source warped by the ground-truth mapping_ts, 0 where it
+  # is undefined (and the target by mapping_st).
+  for half, image, d, mask in ((slice(0, B), src, 'ts', mask_t),
+                               (slice(B, 2 * B), tgt, 'st', mask_s)):
+    valid = batch[f'valid_{d}'][..., None] > 0.5
+    gt = jnp.where(valid, batch[f'mapping_{d}'], 0.0)
+    want = jnp.where(valid, geometry.bilinear_sample(image, gt), 0.0) * mask
+    np.testing.assert_allclose(pairs['real'][half], want, atol=1e-6)
+  assert float(jnp.mean(jnp.abs(pairs['real'][:B] - pairs['fake'][:B]))) > 0
+  literal = methods.get('camnet')(
+      _config(**{'gan.real_pair': 'reference'}), total_steps=1)
+  pairs = literal.discriminator_pairs(outputs, batch)
+  np.testing.assert_array_equal(pairs['real'], pairs['reference'])
+
+
+def test_adversarial_loss_reaches_the_mappings(method, state, batch):
+  disc = method.build_discriminator()
+
+  def adversarial(mapping_ts):
+    outputs = dict(_identity_outputs(), mapping_ts=mapping_ts)
+    pairs = method.discriminator_pairs(outputs, batch)
+    scores = disc.apply({'params': state.disc_params}, pairs['fake'],
+                        pairs['reference'])
+    return jnp.sum(camnet_losses.lsgan_generator_loss([scores[:B],
+                                                       scores[B:]]))
+
+  grad = jax.jit(jax.grad(adversarial))(_identity_outputs()['mapping_ts']
+                                         + 0.3)
+  # G is trained through D: the warp is differentiable in the mapping.
+  assert float(jnp.sum(jnp.abs(grad))) > 0

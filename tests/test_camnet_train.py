@@ -1,0 +1,196 @@
+"""Trainer-level tests of the `camnet` method: data parallelism and resume.
+
+The GAN state (G and D parameters, both optimiser states) goes through the
+generic trainer (semcorr_jax/train.py) as one pytree; these tests follow the
+SFNet ones in tests/test_train.py.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from semcorr_jax import checkpointing
+from semcorr_jax import config_files
+from semcorr_jax import methods
+from semcorr_jax import parallel
+from semcorr_jax import train
+from semcorr_jax.data import pipeline
+from semcorr_jax.methods import camnet as camnet_method
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STATE_FIELDS = ('params', 'model_state', 'opt_state', 'disc_params',
+                'disc_opt_state')
+
+
+def _config(**overrides):
+  return config_files.load(os.path.join(REPO, 'configs', 'camnet.py:test'),
+                           overrides)
+
+
+def _counts(opt_state):
+  """The integer leaves (optax step counts) of an optimiser state."""
+  return {int(x) for x in jax.tree.leaves(jax.device_get(opt_state))
+          if np.issubdtype(np.asarray(x).dtype, np.integer)}
+
+
+# --- data parallelism ---------------------------------------------------------
+
+
+def _one_step(config, devices, batch, state=None):
+  """One jitted train step on a mesh of `devices` (from `state` if given)."""
+  mesh = parallel.make_mesh(devices)
+  method = methods.get(config.method)(config, total_steps=10)
+  replicated = parallel.replicated(mesh)
+  if state is None:
+    state, _ = train.create_state(method, config, mesh, jax.random.key(0))
+  else:  # the same initial state, replicated over this mesh
+    state = jax.device_put(state.replace(tx=method.tx, disc_tx=method.disc_tx),
+                           replicated)
+  step = jax.jit(method.train_step,
+                 in_shardings=(replicated, parallel.data_sharded(mesh),
+                               replicated),
+                 out_shardings=(replicated, replicated))
+  new_state, metrics = step(state, parallel.host_to_global(batch, mesh),
+                            jax.random.key(1))
+  return (jax.device_get(state), jax.device_get(new_state),
+          jax.device_get(metrics))
+
+
+def test_gan_step_on_8_devices_matches_1_device():
+  assert jax.device_count() == 8
+  # Plain SGD for G and D (Adam's first step is lr * sign(grad): float noise
+  # in near-zero gradients would become lr-sized differences).
+  config = _config(**{'optimizer.name': 'sgd', 'optimizer.lr': 1e-3,
+                      'disc_optimizer.name': 'sgd', 'disc_optimizer.lr': 0.1})
+  assert config.batch_size == 8
+  # The stream's second batch: on the first one a pre-ReLU value of the
+  # tiny random net (adapt_layer4 unit 0, channel 139) lies 4e-7 from the
+  # kink, so summation-order noise flips its ReLU and one channel's gradient.
+  ds = pipeline.make_pair_dataset(config.data, 'train',
+                                  batch_size=config.batch_size,
+                                  seed=config.seed,
+                                  start_index=config.batch_size)
+  batch = next(ds.as_numpy_iterator())
+  init1, state1, metrics1 = _one_step(config, jax.devices()[:1], batch)
+  init8, state8, metrics8 = _one_step(config, jax.devices(), batch, init1)
+  assert isinstance(state8, camnet_method.GANTrainState)
+  for key in ('loss', 'align_loss', 'confidence_loss', 'adv_loss',
+              'disc_loss', 'disc_real_loss', 'disc_fake_loss'):
+    np.testing.assert_allclose(metrics8[key], metrics1[key], rtol=1e-5,
+                               err_msg=key)
+  for key in ('grad_norm', 'disc_grad_norm'):
+    np.testing.assert_allclose(metrics8[key], metrics1[key], rtol=1e-4,
+                               err_msg=key)
+  for field in STATE_FIELDS:
+    for a, b in zip(jax.tree.leaves(getattr(state8, field)),
+                    jax.tree.leaves(getattr(state1, field))):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=field)
+  # Both G and D really moved (equal but unchanged would be vacuous).
+  for field in ('params', 'disc_params'):
+    moved = [not np.allclose(a, b) for a, b in zip(
+        jax.tree.leaves(getattr(state8, field)),
+        jax.tree.leaves(getattr(init8, field)))]
+    assert any(moved), field
+  assert int(state8.step) == int(state1.step) == 1
+  assert _counts(state8.disc_opt_state) == {1}
+
+
+# --- kill and resume ----------------------------------------------------------
+
+
+def _train_cmd(workdir, steps):
+  return [sys.executable, '-m', 'semcorr_jax.cli.train',
+          f'--config={REPO}/configs/camnet.py:test', f'--workdir={workdir}',
+          f'--config.num_train_steps={steps}', '--config.batch_size=4',
+          '--config.checkpoint_every=2', '--config.log_every=2',
+          '--config.eval.untrained=False']
+
+
+def _committed_steps(workdir):
+  # Read the folder rather than opening a second Orbax manager on a live run;
+  # in-progress saves live in temporary folders whose names are not integers.
+  folder = workdir / 'checkpoints'
+  if not folder.exists():
+    return []
+  return [int(p.name) for p in folder.iterdir()
+          if p.name.isdigit() and (p / '_CHECKPOINT_METADATA').exists()]
+
+
+def _final_state(workdir):
+  """The whole latest train state (G, D, both optimisers) of a workdir."""
+  config = checkpointing.load_config(str(workdir))
+  method = methods.get(config.method)(config, total_steps=1)
+  batch = jax.tree.map(jnp.asarray, checkpointing.dummy_batch(config))
+  abstract = jax.eval_shape(method.init_state, jax.random.key(0), batch)
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  abstract = jax.tree.map(
+      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device),
+      abstract)
+  ckpt = checkpointing.Checkpointer(str(workdir))
+  try:
+    step = ckpt.latest_step()
+    state, meta = ckpt.restore(step, abstract)
+  finally:
+    ckpt.close()
+  assert meta['step'] == step
+  return step, jax.device_get(state)
+
+
+def test_killed_gan_run_resumes_and_ends_like_an_uninterrupted_run(tmp_path):
+  # The three runs compile the same programs: a persistent compilation cache
+  # lets the second and third reuse the first one's executables.
+  env = dict(os.environ,
+             XLA_FLAGS='--xla_force_host_platform_device_count=2',
+             JAX_COMPILATION_CACHE_DIR=str(tmp_path / 'xla_cache'),
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
+  steps = 6
+  ref = tmp_path / 'uninterrupted'
+  result = subprocess.run(_train_cmd(ref, steps), env=env, timeout=600,
+                          capture_output=True, text=True)
+  assert result.returncode == 0, result.stderr[-2000:]
+
+  run = tmp_path / 'killed'
+  proc = subprocess.Popen(_train_cmd(run, steps), env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 600
+  killed_at = None
+  try:
+    while time.time() < deadline and proc.poll() is None:
+      done = _committed_steps(run)
+      if done and max(done) < steps:
+        proc.send_signal(signal.SIGKILL)
+        killed_at = max(done)
+        break
+      time.sleep(0.02)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+    proc.wait()
+  assert killed_at is not None, 'the run finished before it could be killed'
+
+  result = subprocess.run(_train_cmd(run, steps), env=env, timeout=600,
+                          capture_output=True, text=True)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert f'Resumed from step {killed_at}' in result.stdout
+  step_a, state_a = _final_state(ref)
+  step_b, state_b = _final_state(run)
+  assert step_a == step_b == steps
+  assert isinstance(state_a, camnet_method.GANTrainState)
+  assert int(state_a.step) == int(state_b.step) == steps
+  # One G and one D update per step, both counted in the restored states.
+  assert _counts(state_a.opt_state) == _counts(state_b.opt_state) == {steps}
+  assert _counts(state_a.disc_opt_state) == _counts(
+      state_b.disc_opt_state) == {steps}
+  for field in STATE_FIELDS:
+    leaves_a = jax.tree.leaves(getattr(state_a, field))
+    leaves_b = jax.tree.leaves(getattr(state_b, field))
+    assert leaves_a and len(leaves_a) == len(leaves_b), field
+    for a, b in zip(leaves_a, leaves_b):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7, err_msg=field)
