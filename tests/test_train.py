@@ -2,10 +2,8 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -20,6 +18,8 @@ from semcorr_jax import train
 from semcorr_jax.data import pipeline
 from semcorr_jax.errors import NonFiniteLossError
 from semcorr_jax.methods import sfnet as sfnet_method
+
+from helpers import kill_resume
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -134,16 +134,6 @@ def _train_cmd(workdir, steps):
           '--config.log_every=4', '--config.eval.untrained=False']
 
 
-def _committed_steps(workdir):
-  # Read the folder rather than opening a second Orbax manager on a live run;
-  # in-progress saves live in temporary folders whose names are not integers.
-  folder = workdir / 'checkpoints'
-  if not folder.exists():
-    return []
-  return [int(p.name) for p in folder.iterdir()
-          if p.name.isdigit() and (p / '_CHECKPOINT_METADATA').exists()]
-
-
 def _final_params(workdir):
   _, _, variables, step = checkpointing.restore_for_inference(str(workdir))
   return step, variables['params']
@@ -157,28 +147,7 @@ def test_killed_run_resumes_and_ends_like_an_uninterrupted_run(tmp_path):
                  capture_output=True)
 
   run = tmp_path / 'killed'
-  proc = subprocess.Popen(_train_cmd(run, steps), env=env,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  deadline = time.time() + 600
-  killed_at = None
-  try:
-    while time.time() < deadline and proc.poll() is None:
-      done = _committed_steps(run)
-      if done and max(done) < steps:
-        proc.send_signal(signal.SIGKILL)
-        killed_at = max(done)
-        break
-      time.sleep(0.02)
-  finally:
-    if proc.poll() is None:
-      proc.kill()
-    proc.wait()
-  assert killed_at is not None, 'the run finished before it could be killed'
-
-  result = subprocess.run(_train_cmd(run, steps), env=env, timeout=600,
-                          capture_output=True, text=True)
-  assert result.returncode == 0, result.stderr[-2000:]
-  assert f'Resumed from step {killed_at}' in result.stdout
+  kill_resume.kill_then_resume(_train_cmd(run, steps), run, steps, env)
   step_a, params_a = _final_params(ref)
   step_b, params_b = _final_params(run)
   assert step_a == step_b == steps
