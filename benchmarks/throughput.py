@@ -423,12 +423,7 @@ def benchmark(config: ml_collections.ConfigDict, name: str,
   state, abstract = train.create_state(method, config, mesh,
                                        jax.random.key(config.seed))
   state_shardings = jax.tree.map(lambda s: s.sharding, abstract)
-  step_fn = jax.jit(
-      method.train_step,
-      in_shardings=(state_shardings, parallel.data_sharded(mesh),
-                    parallel.replicated(mesh)),
-      out_shardings=(state_shardings, parallel.replicated(mesh)),
-      donate_argnums=0)
+  step_fn = train.jit_train_step(method, mesh)
   host_batch = random_batch(config, batch_size, config.seed)
   # Each host feeds its slice of the global batch, as in the trainer.
   per_host = batch_size // jax.process_count()

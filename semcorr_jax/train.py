@@ -69,6 +69,18 @@ def load_pretrained(method: methods.Method, state: Any,
                        model_state=parallel.replicate(loaded, mesh))
 
 
+def jit_train_step(method: methods.Method, mesh: jax.sharding.Mesh):
+  """`method.train_step` jitted over `mesh`: replicated state (donated),
+  batch sharded on 'data', replicated metrics."""
+  # One sharding as a prefix for the whole state: everything is replicated.
+  replicated = parallel.replicated(mesh)
+  return jax.jit(
+      method.train_step,
+      in_shardings=(replicated, parallel.data_sharded(mesh), replicated),
+      out_shardings=(replicated, replicated),
+      donate_argnums=0)
+
+
 def _evaluate(method, state, config, name: str) -> dict[str, Any]:
   from semcorr_jax.evaluation import synthetic  # pylint: disable=g-import-not-at-top
   variables = parallel.to_host(method.inference_variables(state))
@@ -98,12 +110,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
   workdir = os.path.abspath(workdir)
   selection.check(config)  # before anything is written or trained
-  if jax.process_index() == 0:
-    checkpointing.save_config(workdir, config)
   mesh = parallel.make_mesh()
   local_batch_size = parallel.check_batch_size(config.batch_size, mesh)
   total_steps = total_train_steps(config)
+  # Built (and its config checked) before the run's config.json is written,
+  # so a bad override never replaces an existing run's config.
   method = methods.get(config.method)(config, total_steps)
+  if jax.process_index() == 0:
+    checkpointing.save_config(workdir, config)
 
   rng = jax.random.key(config.seed)
   init_rng, step_rng = jax.random.split(rng)
@@ -135,14 +149,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       process_count=jax.process_count())
   batches = dataset.as_numpy_iterator()
 
-  # One sharding as a prefix for the whole state: everything is replicated.
-  state_shardings = parallel.replicated(mesh)
-  train_step = jax.jit(
-      method.train_step,
-      in_shardings=(state_shardings, parallel.data_sharded(mesh),
-                    parallel.replicated(mesh)),
-      out_shardings=(state_shardings, parallel.replicated(mesh)),
-      donate_argnums=0)
+  train_step = jit_train_step(method, mesh)
 
   progress = metric_writers.Progress(total_steps, config.batch_size)
   log_every = config.get('log_every', 50)

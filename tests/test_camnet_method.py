@@ -17,7 +17,9 @@ import pytest
 from semcorr_jax import config_files
 from semcorr_jax import geometry
 from semcorr_jax import methods
+from semcorr_jax import train
 from semcorr_jax.data import pipeline
+from semcorr_jax.errors import SemcorrError
 from semcorr_jax.losses import camnet as camnet_losses
 from semcorr_jax.methods import base
 from semcorr_jax.methods import camnet as camnet_method
@@ -343,3 +345,23 @@ def test_adversarial_loss_reaches_the_mappings(method, state, batch):
                                          + 0.3)
   # G is trained through D: the warp is differentiable in the mapping.
   assert float(jnp.sum(jnp.abs(grad))) > 0
+
+
+@pytest.mark.parametrize('overrides, message', [
+    ({'gan.disc_steps': 0}, 'disc_steps'),
+    ({'gan.real_pair': 'target'}, 'real_pair'),
+    ({'loss.confidence_threshold': 0.0}, 'confidence_threshold'),
+    ({'data.source': 'pf_pascal'}, 'synthetic pairs'),
+])
+def test_bad_settings_fail_with_one_clear_error(overrides, message):
+  config = _config(**overrides)
+  with pytest.raises(SemcorrError, match=message):
+    methods.get('camnet')(config, total_steps=1)
+
+
+def test_bad_override_leaves_an_existing_run_config_untouched(tmp_path):
+  (tmp_path / 'config.json').write_text('{"kept": true}')
+  config = _config(**{'gan.disc_steps': 0})
+  with pytest.raises(SemcorrError, match='disc_steps'):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert (tmp_path / 'config.json').read_text() == '{"kept": true}'

@@ -81,6 +81,29 @@ def _ground_truth_warp(image: Array, batch: base.Batch, direction: str
   return jnp.where(valid, geometry.bilinear_sample(image, mapping), 0.0)
 
 
+def check_config(config) -> None:
+  """One clear error for CAMNet settings that cannot work.
+
+  Raises:
+    SemcorrError: a data source without dense ground truth and masks, a bad
+      GAN setting or confidence threshold.
+  """
+  if config.data.get('source') == 'pf_pascal':
+    raise SemcorrError(
+        "camnet trains on synthetic pairs (dense ground truth and masks); "
+        "data.source='pf_pascal' has keypoints only")
+  gan = config.gan
+  if gan.enabled and int(gan.disc_steps) < 1:
+    raise SemcorrError(f'gan.disc_steps must be >= 1, got {gan.disc_steps} '
+                       '(gan.enabled=False trains without the discriminator)')
+  if gan.real_pair not in ('warped_gt', 'reference'):
+    raise SemcorrError(f"gan.real_pair must be 'warped_gt' or 'reference', "
+                       f'got {gan.real_pair!r}')
+  if not config.loss.confidence_threshold > 0:
+    raise SemcorrError('loss.confidence_threshold must be > 0 (feature '
+                       f'cells), got {config.loss.confidence_threshold}')
+
+
 class CAMNetMethod(base.Method):
   """CAMNet (Huang et al. 2020) trained on synthetic pairs with masks.
 
@@ -91,6 +114,10 @@ class CAMNetMethod(base.Method):
   `config.gan` (enabled, disc_steps, real_pair, width, num_layers,
   sigmoid_output), `config.optimizer` (G) and `config.disc_optimizer` (D).
   """
+
+  def __init__(self, config, total_steps: int):
+    check_config(config)
+    super().__init__(config, total_steps)
 
   def build_model(self) -> camnet_model.CAMNet:
     return camnet_model.build(self.config)
@@ -225,9 +252,8 @@ class CAMNetMethod(base.Method):
                               _ground_truth_warp(tgt, batch, 'st')])
     elif self.config.gan.real_pair == 'reference':
       real = reference
-    else:
-      raise ValueError(f'gan.real_pair={self.config.gan.real_pair!r}; use '
-                       "'warped_gt' or 'reference'")
+    else:  # check_config accepts only the two above
+      raise AssertionError(self.config.gan.real_pair)
     mask = jnp.concatenate([batch['target_mask'],
                             batch['source_mask']])[..., None]
     return {'fake': fake * mask, 'real': real * mask,
