@@ -10,7 +10,8 @@ Paper 000 (Huang, Wang, He; ACCV 2020) on the SFNet base network
 
     semcorr-train --config=configs/camnet.py:quick --workdir=runs/camnet_quick
 
-  About 15 minutes. Measured at the end (printed; runs/camnet_quick/eval/
+  28 minutes measured on a shared 2-core CPU (3.6 s per step in
+  benchmarks/throughput.py there). Measured at the end (printed; runs/camnet_quick/eval/
   synthetic.md after `semcorr-eval --workdir=runs/camnet_quick`): held-out
   PCK@0.05 / 0.1 0.922 / 0.983 (refined flow) vs 0.923 / 0.984 (its base
   flow) vs 0.323 / 0.591 untrained; confidence ROC AUC 0.67 at alpha 0.1
