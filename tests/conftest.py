@@ -18,3 +18,26 @@ try:
   tf.config.set_visible_devices([], 'GPU')
 except ImportError:  # pragma: no cover
   pass
+
+import sys  # noqa: E402  pylint: disable=g-import-not-at-top
+
+import pytest  # noqa: E402  pylint: disable=g-import-not-at-top
+
+# `from helpers import ...` from any test folder.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from helpers import paths  # noqa: E402  pylint: disable=g-import-not-at-top
+
+
+@pytest.fixture
+def load_config():
+  """`load_config('sfnet', 'test', **overrides)`: a config file of configs/.
+
+  Overrides use dotted keys, e.g. `load_config('sfnet', **{'optimizer.lr': 0.1})`.
+  """
+  from semcorr_jax import config_files  # pylint: disable=g-import-not-at-top
+
+  def load(method: str = 'sfnet', variant: str = 'test', **overrides):
+    return config_files.load(f'{paths.CONFIGS / method}.py:{variant}',
+                             overrides or None)
+  return load

@@ -32,8 +32,9 @@ from semcorr_jax.evaluation import visualize
 from semcorr_jax.methods import base
 
 from helpers import pf_fixture
+from helpers import paths
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = str(paths.REPO)
 NAN = float('nan')
 
 

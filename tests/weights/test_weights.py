@@ -23,8 +23,9 @@ from semcorr_jax.weights import read_state_dict
 from semcorr_jax.weights import save_npz
 from semcorr_jax.weights import state_dict as state_dict_lib
 from semcorr_jax.weights import torch_key
+from helpers import paths
 
-FIXTURE = pathlib.Path(__file__).parent / 'fixtures' / (
+FIXTURE = paths.FIXTURES / (
     'torchvision_resnet101_keys.json')
 TINY = dict(stage_sizes=(1, 2, 1, 1), width=8)
 

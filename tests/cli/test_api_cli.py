@@ -27,9 +27,10 @@ from semcorr_jax import geometry
 from semcorr_jax import methods
 from semcorr_jax.errors import SemcorrError
 from semcorr_jax.methods import base
+from helpers import paths
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TESTS = os.path.dirname(os.path.abspath(__file__))
+REPO = str(paths.REPO)
+TESTS = str(paths.TESTS)
 SHIFT = (1.5, -2.0)
 
 

@@ -23,8 +23,9 @@ from semcorr_jax.errors import SemcorrError
 from semcorr_jax.losses import camnet as camnet_losses
 from semcorr_jax.methods import base
 from semcorr_jax.methods import camnet as camnet_method
+from helpers import paths
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = str(paths.REPO)
 IMAGE = 64
 GRID = 4
 B = 2

@@ -20,8 +20,9 @@ from semcorr_jax.errors import NonFiniteLossError
 from semcorr_jax.methods import sfnet as sfnet_method
 
 from helpers import kill_resume
+from helpers import paths
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = str(paths.REPO)
 
 
 def _config(**overrides):

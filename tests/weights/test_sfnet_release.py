@@ -23,8 +23,9 @@ from semcorr_jax.models import backbones
 from semcorr_jax.models import sfnet
 from semcorr_jax.weights import sfnet_release
 from semcorr_jax.weights.state_dict import save_torch_file
+from helpers import paths
 
-ROOT = pathlib.Path(__file__).parent.parent
+ROOT = paths.REPO
 KEYS = json.loads((ROOT / 'tests' / 'fixtures' /
                    'sfnet_release_keys.json').read_text())
 TINY = {'backbone.width': 4}  # layer3: 64 channels, layer4: 128.

@@ -12,10 +12,10 @@ from semcorr_jax import checkpointing
 from semcorr_jax import config_files
 from semcorr_jax import train
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), 'helpers'))
-import multiprocess_train  # noqa: E402  pylint: disable=g-import-not-at-top
+from helpers import multiprocess_train
+from helpers import paths
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = str(paths.REPO)
 CONFIG = os.path.join(REPO, 'configs', 'sfnet.py')
 HELPER = os.path.join(REPO, 'tests', 'helpers', 'multiprocess_train.py')
 

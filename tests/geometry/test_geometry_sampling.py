@@ -15,9 +15,10 @@ from numpy import testing as npt
 import pytest
 
 from semcorr_jax import geometry
+from helpers import paths
 
 _FIXTURE = os.path.join(
-    os.path.dirname(__file__), 'fixtures', 'grid_sample_torch.npz'
+    str(paths.FIXTURES), 'grid_sample_torch.npz'
 )
 # float32 parity with PyTorch: values are O(1) and each gradient entry sums a
 # handful of O(1) terms.

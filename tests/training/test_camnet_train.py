@@ -22,8 +22,9 @@ from semcorr_jax.data import pipeline
 from semcorr_jax.methods import camnet as camnet_method
 
 from helpers import kill_resume
+from helpers import paths
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = str(paths.REPO)
 STATE_FIELDS = ('params', 'model_state', 'opt_state', 'disc_params',
                 'disc_opt_state')
 

@@ -8,10 +8,11 @@ import os
 import pathlib
 
 import pytest
+from helpers import paths
 
 nbformat = pytest.importorskip('nbformat')
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = paths.REPO
 NOTEBOOK = REPO / 'colabs' / 'quickstart.ipynb'
 
 

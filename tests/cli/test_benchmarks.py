@@ -11,8 +11,9 @@ import pathlib
 import sys
 
 import pytest
+from helpers import paths
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = paths.REPO
 BENCHMARKS = REPO / 'benchmarks'
 
 

@@ -15,8 +15,9 @@ from semcorr_jax.evaluation import pck as pck_lib
 from semcorr_jax.evaluation import reports
 from semcorr_jax.evaluation import synthetic
 from semcorr_jax.evaluation import visualize
+from helpers import paths
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = str(paths.REPO)
 
 
 # --- PCK ----------------------------------------------------------------------

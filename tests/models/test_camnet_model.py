@@ -18,8 +18,9 @@ from semcorr_jax.data import pipeline
 from semcorr_jax.losses import sfnet as sfnet_losses
 from semcorr_jax.models import camnet
 from semcorr_jax.models import patchgan
+from helpers import paths
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = str(paths.REPO)
 IMAGE = 64
 GRID = 4
 B = 2

@@ -22,8 +22,9 @@ from semcorr_jax.models import backbones
 from semcorr_jax.models import efficientnet
 from semcorr_jax.models import sfnet
 from semcorr_jax.weights import efficientnet_lite
+from helpers import paths
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = str(paths.REPO)
 SFNET_CONFIG = os.path.join(REPO, 'configs', 'sfnet.py')
 CHANNELS = {'stem': 32, 'stage1': 16, 'stage2': 24, 'stage3': 40,
             'stage4': 80, 'stage5': 112, 'stage6': 192, 'stage7': 320,

@@ -20,8 +20,9 @@ from semcorr_jax.weights import read_state_dict
 from semcorr_jax.weights import state_dict as state_dict_lib
 from semcorr_jax.weights import torch_pickle
 from semcorr_jax.weights.torch_pickle import UnsafePickleError
+from helpers import paths
 
-FIXTURES = pathlib.Path(__file__).parent / 'fixtures'
+FIXTURES = paths.FIXTURES
 LEGACY = FIXTURES / 'torch_pickle_legacy.pth'
 ZIP = FIXTURES / 'torch_pickle_zip.pth'
 NESTED = FIXTURES / 'torch_pickle_nested_legacy.pth'

@@ -6,8 +6,9 @@ import pytest
 
 from semcorr_jax import config_files
 from semcorr_jax.errors import SemcorrError
+from helpers import paths
 
-SFNET = os.path.join(os.path.dirname(os.path.dirname(__file__)), 'configs',
+SFNET = os.path.join(str(paths.REPO), 'configs',
                      'sfnet.py')
 
 
