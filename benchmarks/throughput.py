@@ -1,29 +1,30 @@
-r"""Train and inference throughput of SFNet and CAMNet (any `configs/*.py`).
+r"""Train and inference throughput of any method (any `configs/*.py`).
 
-  .venv/bin/python benchmarks/throughput.py --configs=paper,quick \
+  .venv/bin/python benchmarks/throughput.py --config=configs/sfnet.py:quick \
       --dtype=float32,bfloat16 [--batch_size=16] [--steps=20] [--warmup=3] \
       [--with_data] [--output=results.jsonl]
-  .venv/bin/python benchmarks/throughput.py --config=configs/camnet.py:quick \
+  .venv/bin/python benchmarks/throughput.py --configs=sfnet:paper,camnet:quick \
       --config=configs/camnet.py:quick,confidence --steps=5 --warmup=1
 
-`--configs` names variants of `--config_file` (configs/sfnet.py) or
-`FILE:VARIANT` entries (`camnet:quick` = configs/camnet.py:quick); the
-repeatable `--config=FILE:VARIANT` takes variants with commas (CAMNet's
-Table-3 rows, `configs/camnet.py:quick,confidence`). Prints one JSON line
-per (config, dtype); benchmarks/README.md explains every field. The model
-step runs on random arrays in the pipeline's batch format (no tf.data),
-data-parallel over all devices with the trainer's state creation
-(`train.create_state`), shardings and donation, so the figures measure the
-step alone; `--with_data` times the tf.data pipeline on its own. Inference
-runs the jitted `method.predict` on one device, like
-`semcorr_jax.load(...).match`. For a GAN method (CAMNet with `gan.enabled`)
-the full step (G + `gan.disc_steps` D updates) is timed as above, and its
-`generator_step` and `discriminator_step` are also jitted and timed each
-alone (`--nogan_split` skips that).
+`--config=FILE:VARIANT` (repeatable; the variant may hold commas, e.g. a
+Table-3 row) and `--configs` (comma-separated `FILE:VARIANT` entries, FILE a
+path or a name in configs/, or bare variants of `--config_file`) name what
+to time. Prints one JSON line per (config, dtype); benchmarks/README.md
+explains every field. The model step runs on random arrays of the data
+pipeline's batch spec (no tf.data), data-parallel over all devices with the
+trainer's state creation (`train.create_state`), shardings and donation, so
+the figures measure the step alone; `--with_data` times the tf.data pipeline
+on its own. Inference runs the jitted `method.predict` on one device, like
+`semcorr_jax.load(...).match`.
+
+A method may declare named parts of its train step (`step_parts`, e.g. a
+generator and a discriminator update, see `declared_step_parts`); each is then
+also jitted and timed alone (`--nostep_parts` skips that).
 
 With several runs each one goes to its own subprocess (`--isolate`, the
 default), so the peak-memory figure of one run never includes another's.
-benchmarks/sfnet_throughput.py is an alias of this script.
+benchmarks/sfnet_throughput.py, the script's old name, is this script with
+`--config_file=configs/sfnet.py --configs=paper,quick` as defaults.
 """
 
 from __future__ import annotations
@@ -39,24 +40,23 @@ import sys
 import time
 from typing import Any, Callable, Sequence
 
-from absl import app
-from absl import flags
-import jax
-import ml_collections
-import numpy as np
-
-from semcorr_jax import checkpointing
-from semcorr_jax import methods
-from semcorr_jax import parallel
-from semcorr_jax import train
-from semcorr_jax.models import backbones
-
-# TensorFlow (only for --with_data) is imported later: keep its logs quiet.
+# Before TensorFlow (tf.data, imported by the data pipeline) loads.
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+from absl import app  # noqa: E402  pylint: disable=g-import-not-at-top
+from absl import flags  # noqa: E402  pylint: disable=g-import-not-at-top
+import jax  # noqa: E402  pylint: disable=g-import-not-at-top
+import ml_collections  # noqa: E402  pylint: disable=g-import-not-at-top
+import numpy as np  # noqa: E402  pylint: disable=g-import-not-at-top
+
+from semcorr_jax import methods  # noqa: E402  pylint: disable=g-import-not-at-top
+from semcorr_jax import parallel  # noqa: E402  pylint: disable=g-import-not-at-top
+from semcorr_jax import train  # noqa: E402  pylint: disable=g-import-not-at-top
+from semcorr_jax.data import pipeline  # noqa: E402  pylint: disable=g-import-not-at-top
+from semcorr_jax.models import backbones  # noqa: E402  pylint: disable=g-import-not-at-top
 
 REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DIR = os.path.join(REPO_DIR, 'configs')
-DEFAULT_CONFIG_FILE = os.path.join(CONFIG_DIR, 'sfnet.py')
 # Global batch of the `paper` config on a CPU unless --batch_size is given:
 # the paper's 16 takes minutes per step on a 2-core CPU.
 CPU_PAPER_BATCH_SIZE = 2
@@ -89,13 +89,13 @@ def define_flags() -> None:
   importing this module (tests, the alias) leaves absl's global flags to
   the semcorr CLIs, which define `--config`, `--output`, ... too."""
   flags.DEFINE_list(
-      'configs', ['paper', 'quick'],
-      'Variants of --config_file to time, or FILE:VARIANT entries (FILE a '
-      'path or a name in configs/: camnet:quick). Default when no --config '
-      'is given.')
+      'configs', [],
+      'FILE:VARIANT entries to time (FILE a path or a name in configs/: '
+      '<method>:quick), or variants of --config_file. Its default (none '
+      'here) runs only when no --config is given.')
   flags.DEFINE_multi_string(
       'config', [], 'FILE:VARIANT to time, repeatable; the variant may hold '
-      'commas (configs/camnet.py:quick,confidence). Runs after --configs, '
+      'commas (configs/<method>.py:quick,<row>). Runs after --configs, '
       'which is then only used when given explicitly.')
   flags.DEFINE_list('dtype', ['float32'],
                     'Compute dtypes (config.model.dtype): float32, bfloat16.')
@@ -116,23 +116,23 @@ def define_flags() -> None:
       'figures; default: the table in this file.')
   flags.DEFINE_integer(
       'num_devices', None, 'Use the first n devices; default: all (trainer).')
-  flags.DEFINE_string('config_file', DEFAULT_CONFIG_FILE,
-                      'The config file of the bare --configs variants.')
+  flags.DEFINE_string('config_file', None,
+                      'The config file of bare --configs variants.')
   flags.DEFINE_string('output', None,
                       'Also append the JSON lines to this file.')
   flags.DEFINE_bool('isolate', True,
                     'Run each (config, dtype) in its own process.')
   flags.DEFINE_bool(
-      'gan_split', True, 'For GAN methods (CAMNet with gan.enabled), also '
-      'time generator_step and discriminator_step each alone.')
+      'step_parts', True, 'Also time each named part of the train step '
+      'that the method declares (`step_parts`) alone.')
 
 
 # --- helpers ---------------------------------------------------------------
 def resolve_config_file(name: str) -> str:
   """Absolute path of a config file given as a path or a name in configs/.
 
-  'configs/camnet.py' (from the working directory or the repository root),
-  'camnet.py' or 'camnet' all name configs/camnet.py.
+  'configs/<method>.py' (from the working directory or the repository
+  root), '<method>.py' or '<method>' all name configs/<method>.py.
   """
   candidates = [name, os.path.join(REPO_DIR, name),
                 os.path.join(CONFIG_DIR, name),
@@ -144,12 +144,16 @@ def resolve_config_file(name: str) -> str:
                        f'{CONFIG_DIR}')
 
 
-def resolve_spec(entry: str, config_file: str = DEFAULT_CONFIG_FILE
+def resolve_spec(entry: str, config_file: str | None = None
                  ) -> tuple[str, str]:
-  """(absolute config file, variant) of 'VARIANT' (of `config_file`) or
-  'FILE:VARIANT'; the variant may carry a comma ('quick,confidence')."""
+  """(absolute config file, variant) of 'FILE:VARIANT' or 'VARIANT' (of
+  `config_file`); the variant may carry a comma ('quick,<row>')."""
   file, sep, variant = entry.rpartition(':')
   if not sep:
+    if not config_file:
+      raise app.UsageError(
+          f'{entry!r}: name its config file, FILE:VARIANT (e.g. '
+          f'<method>:{entry}), or give --config_file')
     file, variant = config_file, entry
   if not variant:
     raise app.UsageError(f'{entry!r}: name a variant, FILE:VARIANT')
@@ -163,7 +167,7 @@ def config_label(config_file: str) -> str:
   return path if rel.startswith('..') else rel
 
 
-def load_config(variant: str, config_file: str = DEFAULT_CONFIG_FILE
+def load_config(variant: str, config_file: str
                 ) -> ml_collections.ConfigDict:
   """`get_config(variant)` of `config_file`."""
   spec = importlib.util.spec_from_file_location('_benchmark_config',
@@ -175,9 +179,10 @@ def load_config(variant: str, config_file: str = DEFAULT_CONFIG_FILE
 
 def random_batch(config: ml_collections.ConfigDict, batch_size: int,
                  seed: int = 0) -> dict[str, np.ndarray]:
-  """`checkpointing.dummy_batch` filled with plausible random values."""
+  """`pipeline.dummy_batch` of the config's data, filled with plausible
+  random values (by the batch format's key names, docs/architecture.md)."""
   rng = np.random.default_rng(seed)
-  batch = checkpointing.dummy_batch(config, batch_size)
+  batch = pipeline.dummy_batch(config.data, batch_size)
   h, w = config.data.image_size
   gx, gy = np.meshgrid(np.arange(w), np.arange(h), indexing='xy')
   grid = np.stack([gx, gy], -1).astype(np.float32)
@@ -188,8 +193,14 @@ def random_batch(config: ml_collections.ConfigDict, batch_size: int,
       batch[key] = (rng.random(value.shape) < 0.7).astype(np.float32)
     elif key.startswith('mapping_'):
       batch[key] = grid + rng.normal(0, 2, value.shape).astype(np.float32)
-    elif key.startswith('valid_'):
+    elif key.startswith('valid_') or key.endswith('_valid'):
       batch[key] = np.ones_like(value)
+    elif key.endswith('_bbox'):
+      batch[key] = np.broadcast_to(np.asarray([0, 0, w - 1, h - 1],
+                                              value.dtype), value.shape).copy()
+    elif key.endswith('_keypoints'):
+      batch[key] = (rng.random(value.shape) * [w - 1, h - 1]).astype(
+          value.dtype)
     elif key == 'index':
       batch[key] = np.arange(batch_size, dtype=value.dtype)
   return batch
@@ -311,74 +322,70 @@ def _ratio(num: float | None, den: float | None) -> float | None:
   return num / den
 
 
-def is_gan(method: methods.Method) -> bool:
-  """Whether `method.train_step` is G + D updates that can be timed apart."""
-  return bool(getattr(method, 'gan_enabled', False)) and all(
-      hasattr(method, f) for f in ('generator_step', 'discriminator_step'))
+def declared_step_parts(method: methods.Method
+                        ) -> tuple[tuple[str, Callable[..., Any], int], ...]:
+  """The parts of `method.train_step` it declares, or () (the default).
 
-
-GAN_SPLIT_FIELDS = ('gan_disc_steps', 'generator_step_s',
-                    'discriminator_step_s', 'discriminator_time_fraction',
-                    'generator_compile_s', 'discriminator_compile_s',
-                    'generator_flops_per_step',
-                    'discriminator_flops_per_step')
-
-
-def gan_split(method: methods.Method, state: Any, batch: dict[str, Any],
-              mesh: jax.sharding.Mesh, state_shardings: Any, steps: int,
-              warmup: int) -> tuple[dict[str, Any], Any]:
-  """Times `generator_step` and `discriminator_step` each alone.
-
-  Each is jitted on its own with the train step's state shardings and
-  donation; D runs on the (fake, real, reference) pairs of the last G call,
-  as in `train_step`. Returns (the `GAN_SPLIT_FIELDS`, the final state).
+  A method whose step runs several updates (e.g. a generator's, then k of a
+  discriminator's) may declare `step_parts`: a sequence of
+  `(name, fn, repeats)` that, run in order, make one train step.
+  `fn(state, inputs)` returns `(state, metrics)` or `(state, metrics,
+  outputs)`; the first part's inputs are the batch, each later part's the
+  outputs of the part before (or its inputs, when it returns none);
+  `repeats` is how many times the part runs per train step.
   """
-  n_dev = mesh.devices.size
-  data = parallel.data_sharded(mesh)
-  replicated = parallel.replicated(mesh)
-  gen_fn = jax.jit(method.generator_step,
-                   in_shardings=(state_shardings, data),
-                   out_shardings=(state_shardings, replicated, data),
-                   donate_argnums=0)
-  g_lowered, g_compiled, g_compile_s = _timed_compile(gen_fn, state, batch)
-  g_flops, _ = program_flops(method.generator_step, (state, batch),
-                             g_lowered, g_compiled, n_dev)
+  parts = tuple(getattr(method, 'step_parts', None) or ())
+  for part in parts:
+    if len(part) != 3 or not callable(part[1]) or int(part[2]) < 1:
+      raise ValueError(f'{type(method).__name__}.step_parts: (name, fn, '
+                       f'repeats >= 1) entries expected, got {part!r}')
+  return parts
+
+
+def time_step_parts(method: methods.Method, state: Any, batch: dict[str, Any],
+                    state_shardings: Any, num_devices: int, steps: int,
+                    warmup: int) -> tuple[dict[str, dict[str, Any]], Any]:
+  """Times each declared step part (`declared_step_parts`) alone.
+
+  Each part is jitted on its own with the train step's state shardings and
+  donation (its other outputs keep the shardings XLA gives them), and timed
+  on the outputs of the last call of the part before it.
+
+  Returns:
+    ({name: {'repeats', 'step_s', 'compile_s', 'flops_per_step',
+    'time_fraction'}}, the final state). `time_fraction` = repeats x step_s
+    over the sum of that product over the parts: the part's share of a step
+    (the fused train step may take less than the parts apart).
+  """
   holder = {'state': state}
+  inputs = batch
+  record = {}
+  for name, fn, repeats in declared_step_parts(method):
+    returns_outputs = len(jax.eval_shape(fn, holder['state'], inputs)) == 3
+    out_shardings = (state_shardings, None) + ((None,) if returns_outputs
+                                               else ())
+    jitted = jax.jit(fn, in_shardings=(state_shardings, None),
+                     out_shardings=out_shardings, donate_argnums=0)
+    lowered, compiled, compile_s = _timed_compile(jitted, holder['state'],
+                                                  inputs)
+    flops, _ = program_flops(fn, (holder['state'], inputs), lowered,
+                             compiled, num_devices)
 
-  def run_generator():
-    holder['state'], metrics, holder['pairs'] = g_compiled(holder['state'],
-                                                           batch)
-    return holder['state'], metrics, holder['pairs']
+    def run(compiled=compiled, inputs=inputs):
+      out = compiled(holder['state'], inputs)
+      holder['state'] = out[0]
+      holder['outputs'] = out[2] if len(out) == 3 else inputs
+      return out
 
-  g_times = _wall_times(run_generator, steps, warmup)
-  pairs = holder.pop('pairs')
-  disc_fn = jax.jit(method.discriminator_step,
-                    in_shardings=(state_shardings, data),
-                    out_shardings=(state_shardings, replicated),
-                    donate_argnums=0)
-  d_lowered, d_compiled, d_compile_s = _timed_compile(
-      disc_fn, holder['state'], pairs)
-  d_flops, _ = program_flops(method.discriminator_step,
-                             (holder['state'], pairs), d_lowered, d_compiled,
-                             n_dev)
-
-  def run_discriminator():
-    holder['state'], metrics = d_compiled(holder['state'], pairs)
-    return holder['state'], metrics
-
-  d_times = _wall_times(run_discriminator, steps, warmup)
-  g_s, d_s = statistics.median(g_times), statistics.median(d_times)
-  k = int(method.config.gan.disc_steps)
-  return {
-      'gan_disc_steps': k,
-      'generator_step_s': g_s,
-      'discriminator_step_s': d_s,
-      'discriminator_time_fraction': k * d_s / (g_s + k * d_s),
-      'generator_compile_s': g_compile_s,
-      'discriminator_compile_s': d_compile_s,
-      'generator_flops_per_step': g_flops,
-      'discriminator_flops_per_step': d_flops,
-  }, holder['state']
+    times = _wall_times(run, steps, warmup)
+    inputs = holder.pop('outputs')
+    record[name] = {'repeats': int(repeats),
+                    'step_s': statistics.median(times),
+                    'compile_s': compile_s, 'flops_per_step': flops}
+  total = sum(p['repeats'] * p['step_s'] for p in record.values())
+  for part in record.values():
+    part['time_fraction'] = _ratio(part['repeats'] * part['step_s'], total)
+  return record, holder['state']
 
 
 # --- the benchmark ---------------------------------------------------------
@@ -389,12 +396,12 @@ def benchmark(config: ml_collections.ConfigDict, name: str,
               peak_tflops: float | None = None,
               num_devices: int | None = None,
               config_file: str | None = None,
-              with_gan_split: bool = True) -> dict[str, Any]:
+              with_step_parts: bool = True) -> dict[str, Any]:
   """Times one config; returns the JSON-ready record (README.md: fields).
 
   Args:
     config: a config of configs/*.py (its `model.dtype` is the dtype).
-    name: the config's variant in the record ('quick', 'quick,confidence').
+    name: the config's variant in the record ('quick', 'quick,<row>').
     batch_size: global batch; None = the config's (CPU paper: 2). Rounded up
       to a multiple of the device count.
     steps: timed train steps, and timed predict calls per batch size.
@@ -404,8 +411,8 @@ def benchmark(config: ml_collections.ConfigDict, name: str,
     peak_tflops: peak of one device; None = `PEAK_FLOPS`.
     num_devices: use the first n devices; None = all, like the trainer.
     config_file: the file `config` came from, for the record.
-    with_gan_split: for a GAN method, also time G and D steps alone
-      (`gan_split`).
+    with_step_parts: also time each part of the train step the method
+      declares alone (`time_step_parts`).
   """
   devices = jax.devices()[:num_devices]
   backend = jax.default_backend()
@@ -471,24 +478,23 @@ def benchmark(config: ml_collections.ConfigDict, name: str,
   peak = peak_tflops * 1e12 if peak_tflops else peak_flops(kind, dtype)
   train_flops_per_s = _ratio(train_flops, step_s)
   predict_flops_per_s = _ratio(pb['flops'], pb['seconds'])
-  # Read before the GAN split compiles two more programs.
+  # Read before the step parts compile more programs.
   memory, memory_source = peak_memory(devices)
-  gan = is_gan(method)
-  split = dict.fromkeys(GAN_SPLIT_FIELDS)
-  if gan and with_gan_split:
-    split, holder['state'] = gan_split(method, holder['state'], batch, mesh,
-                                       state_shardings, steps, warmup)
+  parts = None
+  if with_step_parts and declared_step_parts(method):
+    parts, holder['state'] = time_step_parts(
+        method, holder['state'], batch, state_shardings, n_dev, steps, warmup)
   record = {
       'config': name,
-      'config_file': config_label(config_file or DEFAULT_CONFIG_FILE),
+      'config_file': config_label(config_file) if config_file else None,
       'method': config.method,
-      'gan': gan,
+      'flows': [flow.name for flow in method.flows],
       'backend': backend,
       'device_kind': kind,
       'device_count': n_dev,
       'dtype': dtype,
-      'backbone': backbones.BackboneSpec.from_config(
-          backbones.backbone_config(config)).describe(),
+      'backbone': (backbones.BackboneSpec.from_config(
+          config.backbone).describe() if 'backbone' in config else None),
       'image_size': [int(s) for s in config.data.image_size],
       'batch_size': batch_size,
       'steps': steps,
@@ -515,7 +521,7 @@ def benchmark(config: ml_collections.ConfigDict, name: str,
       'peak_memory_bytes': memory,
       'peak_memory_source': memory_source,
       'train_executable_bytes': executable_bytes(train_compiled),
-      **split,
+      'step_parts': parts,
       'jax_version': jax.__version__,
   }
   if with_data:
@@ -528,8 +534,6 @@ def data_throughput(config: ml_collections.ConfigDict, batch_size: int,
                     steps: int, warmup: int, source: str | None = None
                     ) -> dict[str, Any]:
   """Pairs/s of the tf.data train pipeline alone (numpy batches on the host)."""
-  # Imported lazily: TensorFlow is only needed here.
-  from semcorr_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   data_config = ml_collections.ConfigDict(config.data.to_dict())
   if source:
     data_config.source = source
@@ -555,16 +559,17 @@ def data_throughput(config: ml_collections.ConfigDict, batch_size: int,
 def run_one(name: str, dtype: str, batch_size: int | None = None,
             steps: int = 10, warmup: int = 2, with_data: bool = False,
             data_source: str | None = None, peak_tflops: float | None = None,
-            num_devices: int | None = None,
-            config_file: str = DEFAULT_CONFIG_FILE,
-            with_gan_split: bool = True) -> dict[str, Any]:
-  """Loads `name` of `config_file` with `model.dtype = dtype` and times it."""
-  config = load_config(name, config_file)
+            num_devices: int | None = None, config_file: str | None = None,
+            with_step_parts: bool = True) -> dict[str, Any]:
+  """Loads `name` ('FILE:VARIANT', or a variant of `config_file`) with
+  `model.dtype = dtype` and times it (`benchmark`)."""
+  config_file, variant = resolve_spec(name, config_file)
+  config = load_config(variant, config_file)
   config.model.dtype = dtype
-  return benchmark(config, name, batch_size=batch_size, steps=steps,
+  return benchmark(config, variant, batch_size=batch_size, steps=steps,
                    warmup=warmup, with_data=with_data, data_source=data_source,
                    peak_tflops=peak_tflops, num_devices=num_devices,
-                   config_file=config_file, with_gan_split=with_gan_split)
+                   config_file=config_file, with_step_parts=with_step_parts)
 
 
 def _emit(record: dict[str, Any], output: str | None) -> None:
@@ -581,7 +586,7 @@ def _child_argv(config_file: str, name: str, dtype: str) -> list[str]:
           f'--config={config_file}:{name}', f'--dtype={dtype}',
           f'--steps={FLAGS.steps}', f'--warmup={FLAGS.warmup}',
           '--noisolate', f'--with_data={FLAGS.with_data}',
-          f'--gan_split={FLAGS.gan_split}']
+          f'--step_parts={FLAGS.step_parts}']
   for flag, value in (('batch_size', FLAGS.batch_size),
                       ('data_source', FLAGS.data_source),
                       ('peak_tflops', FLAGS.peak_tflops),
@@ -593,18 +598,26 @@ def _child_argv(config_file: str, name: str, dtype: str) -> list[str]:
 
 
 def config_specs(configs: Sequence[str], config: Sequence[str],
-                 configs_given: bool, config_file: str = DEFAULT_CONFIG_FILE
+                 configs_given: bool, config_file: str | None = None
                  ) -> list[tuple[str, str]]:
   """(config file, variant) of every run: `--configs` (when given, or when
-  there is no `--config`) then `--config`."""
+  there is no `--config`) then `--config`.
+
+  Raises:
+    app.UsageError: nothing to run, a `--config` without FILE, or a bare
+      variant without `config_file`.
+  """
   specs = []
   if configs_given or not config:
     specs += [resolve_spec(e, config_file) for e in configs]
   for entry in config:
     if ':' not in entry:
       raise app.UsageError(f'--config={entry}: FILE:VARIANT, e.g. '
-                           'configs/camnet.py:quick')
+                           f'configs/<method>.py:{entry}')
     specs.append(resolve_spec(entry, config_file))
+  if not specs:
+    raise app.UsageError('nothing to time: give --config=FILE:VARIANT '
+                         '(e.g. configs/<method>.py:quick) or --configs')
   return specs
 
 
@@ -616,7 +629,8 @@ def main(argv: Sequence[str]) -> None:
       raise app.UsageError(f'--dtype: float32 or bfloat16, not {dtype!r}')
   specs = config_specs(FLAGS.configs, FLAGS.config,
                        FLAGS['configs'].present,
-                       resolve_config_file(FLAGS.config_file))
+                       FLAGS.config_file and resolve_config_file(
+                           FLAGS.config_file))
   runs = [(f, c, d) for f, c in specs for d in FLAGS.dtype]
   if FLAGS.isolate and len(runs) > 1:
     failed = 0
@@ -629,7 +643,7 @@ def main(argv: Sequence[str]) -> None:
                   with_data=FLAGS.with_data, data_source=FLAGS.data_source,
                   peak_tflops=FLAGS.peak_tflops,
                   num_devices=FLAGS.num_devices, config_file=config_file,
-                  with_gan_split=FLAGS.gan_split), FLAGS.output)
+                  with_step_parts=FLAGS.step_parts), FLAGS.output)
 
 
 if __name__ == '__main__':

@@ -22,13 +22,13 @@ Paper 000 (Huang, Wang, He; ACCV 2020) on the SFNet base network
     semcorr-train --config=configs/camnet.py:paper --workdir=runs/camnet \
       --config.data.manual_dir=/path/to/VOCtrainval_11-May-2012.tar \
       --config.backbone.weights=/path/to/resnet101_torchvision.npz \
-      --config.eval.select_data_dir=/path/to/pf-pascal
+      --config.evals.pf_pascal_val.data_dir=/path/to/pf-pascal
 
   Every 1000 steps the model is scored on the PF-PASCAL validation split
   (model selection, Sec. 5.1): runs/camnet/eval/model_selection.json names
-  the best step; every checkpoint is kept, so score it with
-  `semcorr-eval --workdir=runs/camnet --step=<best_step>
-  --benchmark=pf_pascal --data_dir=/path/to/pf-pascal`. The paper reports
+  the best step and its checkpoint is kept in runs/camnet/best/; score it
+  with `semcorr-eval --workdir=runs/camnet --best --benchmark=pf_pascal
+  --data_dir=/path/to/pf-pascal`. The paper reports
   PCK@0.1 0.835 on PF-PASCAL test (alpha_img) and 0.746 on PF-WILLOW
   (alpha_bbox).
 
@@ -59,7 +59,8 @@ Not in the paper, chosen here (and stated in semcorr_jax/models/camnet.py):
   fake ones (`gan.real_pair='reference'` takes Eq. 9 literally: the target
   itself); D inputs are multiplied by the reference's foreground mask;
 * optimisers: G as SFNet (Adam 3e-5, x0.2 at 75%); D Adam 3e-5 with
-  b1 0.5 (pix2pix's GAN setting); one D update per G update
+  b1 0.5 (pix2pix's GAN setting), its lr and schedule following
+  `optimizer`'s unless `disc_optimizer.*` is set; one D update per G update
   (`gan.disc_steps`), on the warps of the same batch, G first;
 * no smoothness term (Eq. 4 has none; SFNet's has weight 0.5).
 
@@ -69,6 +70,7 @@ Overrides use ml_collections syntax, e.g. `--config.gan.disc_steps=2`.
 import os
 
 import ml_collections
+from ml_collections import config_dict
 
 from semcorr_jax import config_files
 
@@ -130,17 +132,27 @@ def get_config(variant: str = 'quick') -> ml_collections.ConfigDict:
       num_layers=3,                  # 70x70 patches
       sigmoid_output=True,
   ))
+  # D's schedule follows G's: derived references, so `--config.optimizer.lr`
+  # reaches D too, while `--config.disc_optimizer.lr` replaces D's alone
+  # (setting a derived reference detaches it; setting G's shared one would
+  # not).
+  def follow(field):
+    return c.optimizer.get_ref(field).identity()
+
   c.disc_optimizer = ml_collections.ConfigDict(dict(
-      name='adam', lr=c.optimizer.lr, b1=0.5, b2=0.999,
-      decay_at=c.optimizer.decay_at, decay_factor=c.optimizer.decay_factor))
+      name='adam', lr=follow('lr'), b1=0.5, b2=0.999,
+      decay_at=follow('decay_at'), decay_factor=follow('decay_factor')))
 
   if variant == 'paper':
-    # Model selection on PF-PASCAL validation (Sec. 5.1): scored every
-    # eval_every steps into eval/model_selection.json; every checkpoint kept.
-    c.eval.select_benchmark = 'pf_pascal'
-    c.eval_every = 1000
+    # Model selection on PF-PASCAL validation (Sec. 5.1): scored every 1000
+    # steps into eval/model_selection.json; the best checkpoint is kept in
+    # workdir/best/.
+    c.evals.pf_pascal_val = ml_collections.ConfigDict(dict(
+        type='benchmark', benchmark='pf_pascal', split='validation',
+        data_dir=config_dict.placeholder(str), every=1000,
+        untrained_baseline=False, select='pck@0.1',
+        num_pairs=config_dict.placeholder(int)))
     c.checkpoint_every = 1000
-    c.keep_checkpoints = None
   elif variant == 'quick':
     # CPU budget: thinner heads and D (the matching grid is 20x20 as in the
     # paper, so the refinement stem still reads 400 correlation channels).

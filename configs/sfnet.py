@@ -77,8 +77,21 @@ def get_config(variant: str = 'quick') -> ml_collections.ConfigDict:
   ))
   c.loss = ml_collections.ConfigDict(dict(
       mask_weight=3.0, flow_weight=16.0, smooth_weight=0.5))
+  # Every parameter group's defaults; `groups.<name>` overrides them (any
+  # optimiser field, or frozen=True). SFNet's groups: 'backbone', 'model'.
   c.optimizer = ml_collections.ConfigDict(dict(
-      name='adam', lr=3e-5, decay_at=(0.75,), decay_factor=0.2))
+      name='adam', lr=3e-5, decay_at=(0.75,), decay_factor=0.2,
+      groups=dict(backbone=dict(frozen=True))))
+  # Start from another run (e.g. fine-tuning, or a later training stage):
+  # its variables (all, or the `subtrees` named as 'path' or 'src:dst',
+  # '/'-separated paths in {'params': ..., 'batch_stats': ...}) replace the
+  # fresh ones before step 1. `step` None = its latest checkpoint;
+  # `folder` 'best' takes its selected model.
+  c.init_from = ml_collections.ConfigDict(dict(
+      workdir=config_dict.placeholder(str),
+      step=config_dict.placeholder(int),
+      folder='checkpoints',
+      subtrees=()))
 
   c.data = ml_collections.ConfigDict(dict(
       source='embedded',
@@ -86,12 +99,15 @@ def get_config(variant: str = 'quick') -> ml_collections.ConfigDict:
       num_scenes=512,
       heldout_scenes=64,
       scene_size=(320, 320),
+      scene_seed=0,
       warp='affine',
       affine_std=0.15,
       tps_std=0.4,
       tps_prob=0.0,
       flip_prob=0.5,
       color_jitter=0.1,
+      void_as='foreground',       # voc2012: the void label 255
+      max_keypoints=20,           # pf_pascal: keypoint rows; 0 = none
       # Placeholders: None, and settable with --config.data.<field>=...
       data_dir=config_dict.placeholder(str),
       manual_dir=config_dict.placeholder(str),
@@ -102,17 +118,17 @@ def get_config(variant: str = 'quick') -> ml_collections.ConfigDict:
   c.num_train_steps = -1        # > 0 overrides num_epochs
   c.log_every = 50
   c.checkpoint_every = 500
-  c.eval_every = 0
   c.keep_checkpoints = 3
 
-  c.eval = ml_collections.ConfigDict(dict(
-      num_pairs=64, batch_size=8, seed=1234, alphas=(0.05, 0.1, 0.15),
-      keypoint_stride=8, untrained=True,
-      # Model selection on a real benchmark every `eval_every` steps
-      # (semcorr_jax/evaluation/selection.py); '' = none.
-      select_benchmark='', select_split='validation',
-      select_data_dir=config_dict.placeholder(str), select_metric='pck@0.1',
-      select_num_pairs=config_dict.placeholder(int)))
+  # Named evaluators (semcorr_jax/evaluation/evaluators.py): each runs every
+  # `every` steps (0: only at the end) and at the end, next to the untrained
+  # model when `untrained_baseline`; `select` names a metric to maximise
+  # (model selection: the best checkpoint is kept in workdir/best/).
+  c.evals = ml_collections.ConfigDict(dict(
+      synthetic=dict(
+          type='synthetic', every=0, untrained_baseline=True, select='',
+          num_pairs=64, batch_size=8, seed=1234, alphas=(0.05, 0.1, 0.15),
+          keypoint_stride=8)))
 
   if variant == 'paper':
     c.data.source = 'voc2012'
@@ -135,8 +151,7 @@ def get_config(variant: str = 'quick') -> ml_collections.ConfigDict:
     c.num_train_steps = 300
     c.log_every = 25
     c.checkpoint_every = 100
-    c.eval.num_pairs = 32
-    c.eval.keypoint_stride = 8
+    c.evals.synthetic.num_pairs = 32
   elif variant == 'test':
     c.backbone.stage_sizes = (1, 1, 1, 1)
     c.backbone.width = 8
@@ -149,9 +164,8 @@ def get_config(variant: str = 'quick') -> ml_collections.ConfigDict:
     c.num_train_steps = 4
     c.log_every = 2
     c.checkpoint_every = 2
-    c.eval.num_pairs = 4
-    c.eval.batch_size = 4
-    c.eval.keypoint_stride = 8
+    c.evals.synthetic.num_pairs = 4
+    c.evals.synthetic.batch_size = 4
   c.lock()
   return c
 

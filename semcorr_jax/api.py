@@ -8,10 +8,10 @@
 
 Both images are resized (bilinear, align_corners=True, anti-aliased when
 shrinking) to the model's input size `config.data.image_size`, matched there,
-and the mappings are lifted back to the original grids and pixels
-(`geometry.resize_mapping`), so
-`mapping_st[y, x]` is in the ORIGINAL target's pixels for the ORIGINAL source
-pixel (x, y). Conventions: docs/architecture.md.
+and every flow the method declares (`matcher.flows`, `semcorr_jax.outputs`)
+is lifted back to the original grids and pixels (`geometry.resize_mapping`),
+so `mapping_st[y, x]` is in the ORIGINAL target's pixels for the ORIGINAL
+source pixel (x, y). Conventions: docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -22,16 +22,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from semcorr_jax import checkpointing
 from semcorr_jax import geometry
+from semcorr_jax import outputs
+from semcorr_jax import workdirs
 from semcorr_jax.errors import SemcorrError
 from semcorr_jax.evaluation import keypoints as kp
+from semcorr_jax.evaluation import predict as predict_lib
 from semcorr_jax.evaluation import protocol
-from semcorr_jax.evaluation import synthetic
 from semcorr_jax.evaluation import visualize
 
-_MAPPINGS = ('mapping_st', 'mapping_ts')
-# Image-resolution mappings that are lifted like mapping_st/_ts (CAMNet).
-_EXTRA_MAPPINGS = ('base_mapping_st', 'base_mapping_ts')
+# `load(..., best=True)`: the folder the trainer keeps the selected model in.
+BEST_FOLDER = 'best'
 
 
 def check_image(image: Any, name: str = 'image') -> np.ndarray:
@@ -82,6 +84,13 @@ def check_points(points: Any, name: str = 'points') -> np.ndarray:
   return points
 
 
+def _lift_field(value: jax.Array, hw: tuple[int, int]) -> jax.Array:
+  """(1, h, w) or (1, h, w, C) map -> the same on an (H, W) grid."""
+  field = value if value.ndim == 4 else value[..., None]
+  field = geometry.resize_images(field.astype(jnp.float32), hw)
+  return field if value.ndim == 4 else field[..., 0]
+
+
 class Matcher:
   """A trained method, ready to match pairs of images of any sizes.
 
@@ -91,15 +100,18 @@ class Matcher:
     variables: its inference variables (on one device).
     step: the checkpoint step.
     image_size: (H, W) the model runs at.
+    flows: the flows `match` returns (`method.flows`; the first is the
+      primary one, whose maps carry no prefix).
   """
 
   def __init__(self, config, method, variables, step: int | None = None):
     self.config = config
     self.method = method
-    self.variables = synthetic.to_one_device(variables)
+    self.variables = predict_lib.to_one_device(variables)
     self.step = step
     self.image_size = tuple(int(s) for s in config.data.image_size)
-    self._predict = jax.jit(method.predict)
+    self.flows = outputs.check(method.flows)
+    self._predict = predict_lib.jitted_predict(method)
 
   def _to_model(self, image: np.ndarray) -> jax.Array:
     """(H, W, 3) -> (1, h, w, 3) at the model size (align_corners=True).
@@ -112,61 +124,56 @@ class Matcher:
     return jnp.asarray(protocol.resize_image(image, self.image_size))[None]
 
   def match(self, source: Any, target: Any) -> dict[str, np.ndarray]:
-    """Dense matches between two images.
+    """Dense matches between two images, for every declared flow.
 
     Args:
       source: (H_s, W_s, 3) uint8 or float in [0, 1].
       target: (H_t, W_t, 3) uint8 or float in [0, 1]; any size.
 
     Returns:
-      numpy arrays: 'mapping_st' (H_s, W_s, 2) float32, for every source
-      pixel the matching (x, y) in target pixels; 'mapping_ts' (H_t, W_t, 2)
-      the other way in source pixels; 'flow_st' (H_s, W_s, 2) = mapping_st -
-      source pixel grid; 'flow_ts' likewise; 'base_mapping_st'/'_ts'
-      (CAMNet's base mappings) lifted exactly as the mappings; plus the
-      method's extra dense maps (e.g. 'confidence_st' (H_s, W_s),
-      'confidence_ts' (H_t, W_t)), resized to the source grid (or to the
-      target grid for names ending in '_ts'). Coarse maps (e.g.
-      'feature_mapping_st') are left out.
+      numpy float32 arrays under the flat keys of `semcorr_jax.outputs`
+      (the primary flow unprefixed, flow `f` as `f_...`): per flow
+      `mapping_st` (H_s, W_s, 2), for every source pixel the matching (x, y)
+      in target pixels; `mapping_ts` (H_t, W_t, 2) the other way in source
+      pixels; `flow_st` = mapping_st - source pixel grid, `flow_ts`
+      likewise; and each extra the flow declares (e.g. `confidence_st`
+      (H_s, W_s), `confidence_ts` (H_t, W_t)) resized to the grid its
+      direction starts from. Outputs the method does not declare (e.g.
+      feature-grid mappings) are left out.
 
     Raises:
       SemcorrError: an image of the wrong shape, dtype or value range.
     """
     src = check_image(source, 'source')
     tgt = check_image(target, 'target')
-    src_hw, tgt_hw = src.shape[:2], tgt.shape[:2]
+    # Grid each direction starts from, and the image its values refer to.
+    grids = {'st': (src.shape[:2], tgt.shape[:2]),
+             'ts': (tgt.shape[:2], src.shape[:2])}
     out = self._predict(self.variables, self._to_model(src),
                         self._to_model(tgt))
-    model_hw = self.image_size
-    result = {
-        'mapping_st': geometry.resize_mapping(out['mapping_st'], src_hw,
-                                              model_hw, tgt_hw),
-        'mapping_ts': geometry.resize_mapping(out['mapping_ts'], tgt_hw,
-                                              model_hw, src_hw),
-    }
-    result['flow_st'] = geometry.mapping_to_flow(result['mapping_st'])
-    result['flow_ts'] = geometry.mapping_to_flow(result['mapping_ts'])
-    for name in _EXTRA_MAPPINGS:
-      value = out.get(name)
-      if value is None or tuple(value.shape[1:3]) != model_hw:
-        continue
-      hws = (src_hw, tgt_hw) if name.endswith('_st') else (tgt_hw, src_hw)
-      result[name] = geometry.resize_mapping(value, hws[0], model_hw, hws[1])
-    for name, value in out.items():
-      # Only image-resolution maps that are not coordinates are lifted.
-      if name in _MAPPINGS or 'mapping' in name or value.ndim not in (3, 4):
-        continue
-      if tuple(value.shape[1:3]) != model_hw:
-        continue
-      field = value if value.ndim == 4 else value[..., None]
-      hw = tgt_hw if name.endswith('_ts') else src_hw
-      field = geometry.resize_images(field.astype(jnp.float32), hw)
-      result[name] = field if value.ndim == 4 else field[..., 0]
+    try:
+      per_flow = outputs.split(self.flows, out)
+    except KeyError as e:
+      raise SemcorrError(f'method {self.config.method!r}: {e.args[0]}') from e
+    result = {}
+    for name, maps in per_flow.items():
+      lifted = {}
+      for local, value in maps.items():
+        kind, direction = local.rsplit('_', 1)
+        grid_hw, other_hw = grids[direction]
+        if kind == outputs.MAPPING:
+          mapping = geometry.resize_mapping(value, grid_hw, self.image_size,
+                                            other_hw)
+          lifted[local] = mapping
+          lifted[f'flow_{direction}'] = geometry.mapping_to_flow(mapping)
+        else:
+          lifted[local] = _lift_field(value, grid_hw)
+      result.update(outputs.join(self.flows, {name: lifted}))
     return {k: np.asarray(v[0], np.float32) for k, v in result.items()}
 
   def transfer_keypoints(self, source: Any, target: Any, points_s: Any
                          ) -> np.ndarray:
-    """Moves source keypoints into the target image.
+    """Moves source keypoints into the target image (primary flow).
 
     Args:
       source: (H_s, W_s, 3) image.
@@ -192,14 +199,21 @@ class Matcher:
     return visualize.warp_image(src, mapping_ts)
 
 
-def load(workdir: str, step: int | None = None) -> Matcher:
-  """Loads the checkpoint `step` (None = latest) of a `semcorr-train` workdir.
+def load(workdir: str, step: int | None = None, best: bool = False
+         ) -> Matcher:
+  """Loads a checkpoint of a `semcorr-train` workdir.
+
+  Args:
+    workdir: the run's folder.
+    step: checkpoint step; None = the latest of the folder.
+    best: read `best/` (the model kept by an evaluator's `select`) instead
+      of `checkpoints/`.
 
   Raises:
     SemcorrError: not a workdir, no or mismatched checkpoint.
   """
-  # Imported lazily: Orbax and the method registry load only when needed.
-  from semcorr_jax import checkpointing  # pylint: disable=g-import-not-at-top
-  config, method, variables, step = checkpointing.restore_for_inference(
-      workdir, step)
-  return Matcher(config, method, variables, step)
+  folder = BEST_FOLDER if best else checkpointing.CHECKPOINT_DIR
+  restored = workdirs.restore(workdir, step, for_inference=True,
+                              folder=folder)
+  return Matcher(restored.config, restored.method, restored.variables,
+                 restored.step)

@@ -5,6 +5,8 @@ Layout of a workdir::
   workdir/config.json              the full config of the run (written at start)
   workdir/checkpoints/<step>/      Orbax: `state` (the whole train state) and
                                    `meta` (JSON: step, data position, seed)
+  workdir/best/<step>/             the best checkpoint of the selecting
+                                   evaluator (Orbax `best_fn`), same items
   workdir/metrics.jsonl            one JSON line per logged step (train.py)
   workdir/eval/<name>.json         evaluation results
 
@@ -58,18 +60,82 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
       raw = json.load(f)
   except (OSError, json.JSONDecodeError) as e:
     raise SemcorrError(f'cannot read {path}: {e}') from e
-  return ml_collections.ConfigDict(_tuplify(raw))
+  return ml_collections.ConfigDict(upgrade_config(_tuplify(raw)))
+
+
+# What versions before the data fields existed did (their code defaults).
+LEGACY_DATA_FIELDS = {'scene_seed': 0, 'void_as': 'foreground',
+                      'max_keypoints': 20}
+
+
+def upgrade_config(raw: dict[str, Any]) -> dict[str, Any]:
+  """A config.json of an older version in the current layout.
+
+  * `eval` + `eval_every` (one synthetic held-out evaluation and optional
+    model selection on a benchmark) -> `evals` (named evaluators);
+  * an optimiser without `groups` froze the backbone -> `groups.backbone`;
+  * data fields added since, with the values older versions used.
+  """
+  raw = dict(raw)
+  if 'data' in raw:
+    raw['data'] = {**LEGACY_DATA_FIELDS, **raw['data']}
+  if 'evals' not in raw and 'eval' in raw:
+    old = dict(raw.pop('eval'))
+    every = int(raw.pop('eval_every', 0) or 0)
+    evals = {'synthetic': {
+        'type': 'synthetic', 'every': every,
+        'untrained_baseline': bool(old.get('untrained', True)), 'select': '',
+        **{k: old[k] for k in ('num_pairs', 'batch_size', 'seed', 'alphas',
+                               'keypoint_stride') if k in old}}}
+    if old.get('select_benchmark'):
+      name = f"{old['select_benchmark']}_{old.get('select_split', 'val')}"
+      evals[name] = {
+          'type': 'benchmark', 'benchmark': old['select_benchmark'],
+          'split': old.get('select_split', 'validation'),
+          'data_dir': old.get('select_data_dir'), 'every': every,
+          'num_pairs': old.get('select_num_pairs'),
+          'untrained_baseline': False,
+          'select': old.get('select_metric', 'pck@0.1')}
+    raw['evals'] = evals
+  for name in ('optimizer',):
+    if name in raw and 'groups' not in raw[name]:
+      raw[name] = {**raw[name], 'groups': {'backbone': {'frozen': True}}}
+  return raw
 
 
 class Checkpointer:
-  """Orbax manager for one workdir: `save`, `latest_step`, `restore`."""
+  """Orbax manager for one folder of a workdir: `save`, `latest_step`,
+  `restore`, `restore_raw`.
 
-  def __init__(self, workdir: str, max_to_keep: int = 3):
-    self.directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_DIR))
+  With `best_metric`, checkpoints are saved with their metrics and Orbax
+  keeps the `max_to_keep` with the highest `best_metric` (`best_fn`); a
+  checkpoint saved without metrics is not kept.
+  """
+
+  def __init__(self, workdir: str, max_to_keep: int | None = 3,
+               folder: str = CHECKPOINT_DIR, best_metric: str | None = None,
+               read_only: bool = False):
+    self.directory = os.path.abspath(os.path.join(workdir, folder))
+    best = {}
+    if best_metric:
+      best = dict(best_fn=lambda metrics: float(metrics[best_metric]),
+                  best_mode='max', keep_checkpoints_without_metrics=False)
     self.manager = ocp.CheckpointManager(
         self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep,
-                                             create=True))
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, create=not read_only,
+            read_only=read_only, **best))
+
+  def best_step(self) -> int | None:
+    return self.manager.best_step()
+
+  def best_value(self, metric: str) -> float | None:
+    """`metric` of the best checkpoint kept, or None when none is."""
+    step = self.manager.best_step()
+    if step is None:
+      return None
+    metrics = self.manager.metrics(step) or {}
+    return float(metrics[metric]) if metric in metrics else None
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -78,12 +144,13 @@ class Checkpointer:
     return list(self.manager.all_steps())
 
   def save(self, step: int, state: Any, meta: dict[str, Any],
-           force: bool = False) -> None:
+           force: bool = False, metrics: dict[str, float] | None = None
+           ) -> None:
     self.manager.save(step,
                       args=ocp.args.Composite(
                           state=ocp.args.StandardSave(state),
                           meta=ocp.args.JsonSave(meta)),
-                      force=force)
+                      metrics=metrics, force=force)
 
   def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
     """Restores `state` into the structure/shardings of `abstract_state`."""
@@ -99,6 +166,21 @@ class Checkpointer:
       ) from e
     return restored['state'], dict(restored['meta'])
 
+  def restore_raw(self, step: int) -> tuple[Any, dict]:
+    """Restores `state` as saved (nested dicts of arrays on one device),
+    without a target structure: for reading another run's or an older
+    version's checkpoint."""
+    metadata = self.manager.item_metadata(step)['state']
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract = jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+        metadata.tree if hasattr(metadata, 'tree') else metadata)
+    restored = self.manager.restore(
+        step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract),
+            meta=ocp.args.JsonRestore()))
+    return restored['state'], dict(restored['meta'])
+
   def wait(self) -> None:
     self.manager.wait_until_finished()
 
@@ -106,60 +188,3 @@ class Checkpointer:
     self.manager.close()
 
 
-def abstract_like(tree: Any) -> Any:
-  """Shape/dtype/sharding structs of `tree`, the restore target for Orbax."""
-  return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
-
-
-def dummy_batch(config: ml_collections.ConfigDict, batch_size: int = 1
-                ) -> dict[str, np.ndarray]:
-  """A zero batch in the pipeline's format, for shapes (init, eval_shape)."""
-  h, w = config.data.image_size
-  z = lambda *s: np.zeros((batch_size, *s), np.float32)
-  return {
-      'source_image': z(h, w, 3), 'target_image': z(h, w, 3),
-      'source_mask': z(h, w), 'target_mask': z(h, w),
-      'mapping_st': z(h, w, 2), 'mapping_ts': z(h, w, 2),
-      'valid_st': z(h, w), 'valid_ts': z(h, w),
-      'index': np.zeros((batch_size,), np.int64),
-  }
-
-
-def restore_for_inference(workdir: str, step: int | None = None):
-  """Loads config, method and inference variables of a trained workdir.
-
-  Args:
-    workdir: a `semcorr-train` workdir.
-    step: checkpoint step; None = the latest.
-
-  Returns:
-    (config, method, variables, step).
-  """
-  from semcorr_jax import methods  # pylint: disable=g-import-not-at-top
-  config = load_config(workdir)
-  ckpt_dir = os.path.join(workdir, CHECKPOINT_DIR)
-  if not os.path.isdir(ckpt_dir):
-    raise SemcorrError(f'no checkpoints in {workdir!r}: train first with '
-                       f'semcorr-train --workdir={workdir}')
-  ckpt = Checkpointer(workdir)
-  try:
-    if step is None:
-      step = ckpt.latest_step()
-      if step is None:
-        raise SemcorrError(f'no checkpoints in {ckpt_dir!r}')
-    elif step not in ckpt.all_steps():
-      raise SemcorrError(f'no checkpoint for step {step} in {ckpt_dir!r}; '
-                         f'available: {ckpt.all_steps()}')
-    method = methods.get(config.method)(config, total_steps=1)
-    batch = jax.tree.map(jnp.asarray, dummy_batch(config))
-    abstract = jax.eval_shape(
-        lambda: method.init_state(jax.random.key(0), batch))
-    # Inference runs on one device; restore everything there.
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    abstract = jax.tree.map(
-        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device),
-        abstract)
-    state, _ = ckpt.restore(step, abstract)
-  finally:
-    ckpt.close()
-  return config, method, method.inference_variables(state), step

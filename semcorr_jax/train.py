@@ -3,18 +3,24 @@
 Data-parallel over every device of every host (`semcorr_jax.parallel`), donated
 train state, randomness from `fold_in(rng, step)`, Orbax checkpoints with
 automatic resume from `workdir`, metrics to `metrics.jsonl` and TensorBoard, a
-progress line, periodic held-out evaluation, and a guard that stops on a
-non-finite loss without overwriting the last good checkpoint.
+progress line, the evaluators of `config.evals`, model selection by the one
+evaluator with a `select` metric (best checkpoint kept in `workdir/best/`),
+and a guard that stops on a non-finite loss without overwriting the last good
+checkpoint.
 
-Restore order: (1) the latest checkpoint in `workdir/checkpoints`; (2) a fresh
-initialisation, with pretrained backbone weights when the config names them.
+It knows no method and no evaluator by name: it reads what the method
+declares (`batch_keys`, `flows`, parameter groups through its optimiser) and
+what the data declares (`num_examples`, `dummy_batch`, `batch_spec`).
+
+Initial state, in order: (1) the latest checkpoint in `workdir/checkpoints`
+(resume; nothing else applies); (2) a fresh initialisation, then pretrained
+weights the config names (`method.load_pretrained`), then the variables of
+another run (`config.init_from`).
 """
 
 from __future__ import annotations
 
-import functools
 import os
-import time
 from typing import Any
 
 import jax
@@ -26,16 +32,31 @@ from semcorr_jax import checkpointing
 from semcorr_jax import methods
 from semcorr_jax import metric_writers
 from semcorr_jax import parallel
+from semcorr_jax import workdirs
+from semcorr_jax.data import pipeline
 from semcorr_jax.errors import NonFiniteLossError
+from semcorr_jax.errors import SemcorrError
+from semcorr_jax.evaluation import evaluators as evaluators_lib
 
 
 def total_train_steps(config: ml_collections.ConfigDict) -> int:
-  """`config.num_train_steps`, or epochs over the training scenes."""
+  """`config.num_train_steps`, or `num_epochs` over the training examples."""
   if config.get('num_train_steps', 0) and config.num_train_steps > 0:
     return int(config.num_train_steps)
-  from semcorr_jax.data import sources  # pylint: disable=g-import-not-at-top
-  num_scenes = sources.get_source(config.data, 'train').num_scenes
-  return max(1, int(config.num_epochs * num_scenes) // config.batch_size)
+  num_examples = pipeline.num_examples(config.data, 'train')
+  return max(1, int(config.num_epochs * num_examples) // config.batch_size)
+
+
+def check_batch_keys(method: methods.Method,
+                     data_config: ml_collections.ConfigDict) -> None:
+  """The data yields every batch key the method's train step reads."""
+  spec = pipeline.batch_spec(data_config, 1)
+  missing = [k for k in method.batch_keys if k not in spec]
+  if missing:
+    raise SemcorrError(
+        f'method {type(method).__name__} trains on batches with '
+        f'{list(method.batch_keys)}, but data.source='
+        f'{data_config.source!r} yields {sorted(spec)} (missing: {missing})')
 
 
 def create_state(method: methods.Method, config: ml_collections.ConfigDict,
@@ -46,7 +67,7 @@ def create_state(method: methods.Method, config: ml_collections.ConfigDict,
     (state, abstract_state) where `abstract_state` carries the shardings and is
     the restore target for checkpoints.
   """
-  batch = jax.tree.map(jnp.asarray, checkpointing.dummy_batch(config))
+  batch = jax.tree.map(jnp.asarray, pipeline.dummy_batch(config.data, 1))
   abstract = jax.eval_shape(method.init_state, rng, batch)
   replicated = parallel.replicated(mesh)
   abstract = jax.tree.map(
@@ -58,15 +79,40 @@ def create_state(method: methods.Method, config: ml_collections.ConfigDict,
 
 def load_pretrained(method: methods.Method, state: Any,
                     mesh: jax.sharding.Mesh) -> Any:
-  """Applies `method.load_pretrained` (e.g. backbone weights) to a fresh state."""
-  variables = parallel.to_host(state.variables())
+  """Applies `method.load_pretrained` (e.g. backbone weights) to a state."""
+  variables = parallel.to_host(method.state_variables(state))
   loaded = method.load_pretrained(variables)
   if loaded is variables:
     return state
-  loaded = dict(loaded)
-  params = loaded.pop('params')
-  return state.replace(params=parallel.replicate(params, mesh),
-                       model_state=parallel.replicate(loaded, mesh))
+  return method.with_state_variables(state, parallel.replicate(loaded, mesh))
+
+
+def apply_init_from(method: methods.Method, state: Any,
+                    config: ml_collections.ConfigDict,
+                    mesh: jax.sharding.Mesh) -> Any:
+  """Copies `config.init_from`'s variables (another run) into a fresh state."""
+  init = config.get('init_from') or {}
+  if not init.get('workdir'):
+    return state
+  source = workdirs.restore(init.workdir, init.get('step'),
+                            for_inference=False,
+                            folder=init.get('folder') or 'checkpoints')
+  variables = parallel.to_host(method.state_variables(state))
+  variables, copied = workdirs.copy_subtrees(
+      variables, parallel.to_host(source.variables),
+      tuple(init.get('subtrees') or ()))
+  if jax.process_index() == 0:
+    print(f'Initialised {copied} arrays from {init.workdir} (step '
+          f'{source.step}, method {source.config.method})', flush=True)
+  return method.with_state_variables(state, parallel.replicate(variables,
+                                                               mesh))
+
+
+def initial_state(method, config, mesh, rng):
+  """A fresh state with pretrained weights and `init_from` applied."""
+  state, abstract = create_state(method, config, mesh, rng)
+  state = load_pretrained(method, state, mesh)
+  return apply_init_from(method, state, config, mesh), abstract
 
 
 def jit_train_step(method: methods.Method, mesh: jax.sharding.Mesh):
@@ -81,96 +127,149 @@ def jit_train_step(method: methods.Method, mesh: jax.sharding.Mesh):
       donate_argnums=0)
 
 
-def _evaluate(method, state, config, name: str) -> dict[str, Any]:
-  from semcorr_jax.evaluation import synthetic  # pylint: disable=g-import-not-at-top
-  variables = parallel.to_host(method.inference_variables(state))
-  return synthetic.evaluate_synthetic(method, variables, config)
-
-
 def _all_finite(metrics: dict[str, jax.Array]) -> jax.Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(v))
                             for v in jax.tree.leaves(metrics)]))
 
 
+class Evaluations:
+  """The run's evaluators: periodic runs, untrained baselines, selection."""
+
+  def __init__(self, config, method, workdir):
+    self.method, self.workdir = method, workdir
+    self.writer = None  # set once the workdir may be written
+    self.evaluators = evaluators_lib.build(config, method.flows)
+    for ev in self.evaluators:
+      ev.check()
+    self.selector = evaluators_lib.selecting(self.evaluators)
+    self.predict = jax.jit(method.predict)
+
+  def _run(self, ev, state) -> dict[str, Any]:
+    variables = parallel.to_host(self.method.inference_variables(state))
+    return ev.run(self.predict, variables)
+
+  def baselines(self, make_state) -> None:
+    """Scores the model the run starts from (same init, pretrained weights
+    and init_from) for every evaluator that asks and has none on disk."""
+    todo = [ev for ev in self.evaluators if ev.untrained_baseline and
+            ev.read_untrained(self.workdir) is None]
+    if not todo:
+      return
+    fresh = make_state()
+    for ev in todo:
+      results = self._run(ev, fresh)
+      if jax.process_index() == 0:
+        ev.write_untrained(self.workdir, results)
+
+  def periodic(self, step: int, state, best_ckpt, meta) -> None:
+    for ev in self.evaluators:
+      if ev.every and step % ev.every == 0:
+        self._score(ev, step, state, best_ckpt, meta)
+
+  def _score(self, ev, step, state, best_ckpt, meta) -> dict[str, Any]:
+    results = self._run(ev, state)
+    if jax.process_index() == 0:
+      self.writer.write(step, ev.scalars(results), split=ev.name)
+    if ev is self.selector:
+      value = ev.select_value(results)
+      if jax.process_index() == 0:
+        data = evaluators_lib.record_selection(self.workdir, ev, step, value)
+        print(f'step {step}: {ev.name} {ev.select} {value:.4f} (best '
+              f'{data["best_value"]:.4f} at step {data["best_step"]})',
+              flush=True)
+      # Only a strictly better model replaces the kept one (the earliest
+      # step wins ties, as in model_selection.json). Every process decides
+      # alike: the value is replicated and the kept metric is on disk.
+      best = best_ckpt.best_value(ev.select)
+      if np.isfinite(value) and (best is None or value > best):
+        best_ckpt.save(step, state, meta, metrics={ev.select: value})
+    return results
+
+  def final(self, step, state, best_ckpt, meta) -> dict[str, Any]:
+    out = {}
+    for ev in self.evaluators:
+      trained = self._score(ev, step, state, best_ckpt, meta)
+      untrained = ev.read_untrained(self.workdir)
+      out[ev.name] = {'trained': trained, 'untrained': untrained}
+      if jax.process_index() == 0:
+        ev.write(self.workdir, trained, untrained, step=step)
+        print(f'{ev.name} at step {step}:\n'
+              f'{ev.summary(trained, untrained)}', flush=True)
+    return out
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str) -> dict[str, Any]:
-  """Trains `config.method` on `config.data`, evaluating on the held-out split.
+  """Trains `config.method` on `config.data` and runs `config.evals`.
 
   Args:
     config: a config from `configs/<method>.py`.
     workdir: output folder; an existing run there is resumed.
 
   Returns:
-    The final evaluation: {'step', 'trained': {...}, 'untrained': {...}}.
+    {'step': last step, 'evals': {evaluator name: {'trained': results,
+    'untrained': results or None}}}.
   """
-  from semcorr_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-  from semcorr_jax.evaluation import reports  # pylint: disable=g-import-not-at-top
-
-  from semcorr_jax.evaluation import selection  # pylint: disable=g-import-not-at-top
-
   workdir = os.path.abspath(workdir)
-  selection.check(config)  # before anything is written or trained
   mesh = parallel.make_mesh()
   local_batch_size = parallel.check_batch_size(config.batch_size, mesh)
   total_steps = total_train_steps(config)
-  # Built (and its config checked) before the run's config.json is written,
-  # so a bad override never replaces an existing run's config.
+  # Built and checked before anything is written.
   method = methods.get(config.method)(config, total_steps)
-  if jax.process_index() == 0:
-    checkpointing.save_config(workdir, config)
+  check_batch_keys(method, config.data)
+  evaluations = Evaluations(config, method, workdir)
 
   rng = jax.random.key(config.seed)
   init_rng, step_rng = jax.random.split(rng)
-  state, abstract = create_state(method, config, mesh, init_rng)
   ckpt = checkpointing.Checkpointer(workdir, config.get('keep_checkpoints', 3))
+  best_ckpt = None
+  if evaluations.selector is not None:
+    best_ckpt = checkpointing.Checkpointer(
+        workdir, max_to_keep=1, folder='best',
+        best_metric=evaluations.selector.select)
   start_step = ckpt.latest_step()
-  writer = metric_writers.MetricWriter(workdir)
-  untrained_path = os.path.join(workdir, 'eval', 'synthetic_untrained.json')
   if start_step is not None:
-    state, meta = ckpt.restore(start_step, abstract)
+    _, abstract = create_state(method, config, mesh, init_rng)
+    try:
+      state, meta = ckpt.restore(start_step, abstract)
+    except SemcorrError as e:
+      raise SemcorrError(
+          f'{e}. A run saved by an older version cannot resume here; start '
+          f'a new run from it: --workdir=<new folder> '
+          f'--config.init_from.workdir={workdir}') from e
     print(f'Resumed from step {start_step} in {ckpt.directory}', flush=True)
     data_index = int(meta['data_index'])
   else:
     start_step, data_index = 0, 0
-    state = load_pretrained(method, state, mesh)
-  if config.eval.get('untrained', True) and not os.path.exists(untrained_path):
-    # The untrained model (same init, same backbone) is the baseline every
-    # synthetic number is printed beside: same-image warps are easy.
-    fresh, _ = create_state(method, config, mesh, init_rng)
-    fresh = load_pretrained(method, fresh, mesh)
-    untrained = _evaluate(method, fresh, config, 'untrained')
-    del fresh
-    if jax.process_index() == 0:
-      reports.write_eval(workdir, 'synthetic_untrained', untrained)
+    state, _ = initial_state(method, config, mesh, init_rng)
+  # Written once the state is restored or built: a config that cannot
+  # resume the run in `workdir` never replaces the run's own.
+  if jax.process_index() == 0:
+    checkpointing.save_config(workdir, config)
+  writer = metric_writers.MetricWriter(workdir)
+  evaluations.writer = writer
+  # The untrained model (same init, pretrained weights and init_from) is the
+  # baseline every result is printed beside: same-image warps are easy.
+  evaluations.baselines(
+      lambda: state if start_step == 0 else
+      initial_state(method, config, mesh, init_rng)[0])
 
   dataset = pipeline.make_pair_dataset(
       config.data, 'train', batch_size=local_batch_size, seed=config.seed,
       start_index=data_index, process_index=jax.process_index(),
       process_count=jax.process_count())
   batches = dataset.as_numpy_iterator()
-
   train_step = jit_train_step(method, mesh)
 
   progress = metric_writers.Progress(total_steps, config.batch_size)
-  log_every = config.get('log_every', 50)
-  ckpt_every = config.get('checkpoint_every', 500)
-  eval_every = config.get('eval_every', 0)
+  log_every = config.log_every
+  ckpt_every = config.checkpoint_every
   pending, finite = [], jnp.asarray(True)
   last_good = start_step
 
-  def select(step):
-    # Validation-split score for model selection (evaluation.selection).
-    if not selection.enabled(config):
-      return
-    variables = parallel.to_host(method.inference_variables(state))
-    value = selection.validate(method, variables, config)
-    if jax.process_index() == 0:
-      data = selection.record(workdir, config, step, value)
-      writer.write(step, {config.eval.select_metric: value}, split='val')
-      print(f'step {step}: {config.eval.select_benchmark} '
-            f'{config.eval.select_split} {config.eval.select_metric} '
-            f'{value:.4f} (best {data["best_value"]:.4f} at step '
-            f'{data["best_step"]})', flush=True)
+  def meta(step):
+    return {'step': step, 'data_index': step * config.batch_size,
+            'seed': config.seed}
 
   def check_finite(step):
     if not bool(parallel.to_host(finite)):
@@ -210,27 +309,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     if step % ckpt_every == 0 or step == total_steps:
       check_finite(step)
       last_good = step
-      ckpt.save(step, state, {'step': step,
-                              'data_index': step * config.batch_size,
-                              'seed': config.seed})
-    if eval_every and step % eval_every == 0 and step != total_steps:
-      results = _evaluate(method, state, config, 'trained')
-      writer.write(step, {k: v for k, v in results.items()
-                          if isinstance(v, (int, float))}, split='eval')
-      select(step)
+      ckpt.save(step, state, meta(step))
+    if step != total_steps:
+      evaluations.periodic(step, state, best_ckpt, meta(step))
 
   ckpt.wait()
-  select(step)
   results = {'step': step,
-             'trained': _evaluate(method, state, config, 'trained')}
-  if os.path.exists(untrained_path):
-    results['untrained'] = reports.read_eval(workdir, 'synthetic_untrained')
-  if jax.process_index() == 0:
-    reports.write_eval(workdir, 'synthetic', results)
-    writer.write(step, {k: v for k, v in results['trained'].items()
-                        if isinstance(v, (int, float))}, split='eval')
-    print(reports.format_comparison(results['trained'],
-                                      results.get('untrained')), flush=True)
+             'evals': evaluations.final(step, state, best_ckpt, meta(step))}
   writer.close()
   ckpt.close()
+  if best_ckpt is not None:
+    best_ckpt.wait()
+    best_ckpt.close()
   return results

@@ -17,12 +17,16 @@ import sys
 import tempfile
 from typing import Any, Callable
 
-# Before TensorFlow is imported anywhere: keep its C++ logging quiet.
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+from absl import app
+from absl import flags
+from absl import logging
+import numpy as np
+from PIL import Image
+from PIL import UnidentifiedImageError
+import skimage.data
+from skimage import transform
 
-import numpy as np  # noqa: E402  pylint: disable=g-import-not-at-top
-
-from semcorr_jax.errors import SemcorrError  # noqa: E402  pylint: disable=g-import-not-at-top
+from semcorr_jax.errors import SemcorrError
 
 SKIMAGE_PREFIX = 'skimage:'
 WARPED_SUFFIX = '_warped'
@@ -61,7 +65,6 @@ def run(main: Callable[[list[str]], Any]) -> None:
   """Runs an absl `main` (wrapped by `main_wrapper`) as a console tool."""
   global _QUIET_EXIT
   _QUIET_EXIT = True
-  from absl import app  # pylint: disable=g-import-not-at-top
   app.run(main)
 
 
@@ -75,7 +78,6 @@ def main_wrapper(main: Callable[[list[str]], Any]
 
   @functools.wraps(main)
   def wrapped(argv):
-    from absl import flags, logging  # pylint: disable=g-import-not-at-top,g-multiple-import
     if 'verbosity' in flags.FLAGS and not flags.FLAGS['verbosity'].present:
       logging.set_verbosity(logging.WARNING)
     try:
@@ -141,7 +143,6 @@ def native_stderr_held():
 # --- inputs -------------------------------------------------------------------
 def _skimage_photo(spec: str) -> np.ndarray:
   """`skimage:<name>` or `skimage:<name>_warped` -> (H, W, 3) uint8."""
-  import skimage.data  # pylint: disable=g-import-not-at-top
   name = spec[len(SKIMAGE_PREFIX):]
   warped = name.endswith(WARPED_SUFFIX)
   if warped:
@@ -179,7 +180,6 @@ def warp_fixed(image: np.ndarray, degrees: float = 8.0) -> np.ndarray:
   Used for `skimage:<name>_warped`, a second view of a bundled photo for
   demos.
   """
-  from skimage import transform  # pylint: disable=g-import-not-at-top
   h, w = image.shape[:2]
   c, s = np.cos(np.deg2rad(degrees)), np.sin(np.deg2rad(degrees))
   zoom = 1.02 * max((w * c + h * s) / w, (w * s + h * c) / h)
@@ -213,8 +213,6 @@ def read_image(spec: str, what: str = 'image') -> np.ndarray:
     raise SemcorrError(f'{what} {spec!r}: no such file')
   if os.path.isdir(spec):
     raise SemcorrError(f'{what} {spec!r} is a folder, not an image file')
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-  from PIL import UnidentifiedImageError  # pylint: disable=g-import-not-at-top
   try:
     with Image.open(spec) as im:
       im.load()  # decode now: truncated files fail here, not later

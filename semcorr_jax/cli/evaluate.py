@@ -1,24 +1,33 @@
-r"""`semcorr-eval`: score a trained workdir on a benchmark.
+r"""`semcorr-eval`: score a trained workdir with its evaluators or a benchmark.
 
-Synthetic held-out pairs (no download; always beside the untrained twin):
+The run's own evaluators (`config.evals`, semcorr_jax/evaluation/evaluators.py),
+the same the trainer runs, writing the same files:
 
-  semcorr-eval --workdir=runs/sfnet_quick [--benchmark=synthetic] \
-    [--step=300] [--num_pairs=64]
+  semcorr-eval --workdir=runs/sfnet_quick [--evals=synthetic,pf_val] \
+    [--step=300 | --best] [--num_pairs=64]
 
-writes, under `<workdir>/eval/`: `synthetic.json` ({'benchmark', 'step',
-'trained', 'untrained'}), `synthetic.md`, `synthetic_pairs.png` (held-out
-pairs with the trained model's matches) and
-`pairs/pair_00{0,1}_{source,target}.png` (two held-out pairs as image files,
-e.g. for `semcorr-match`).
+Each evaluator writes `<workdir>/eval/<name>.json` ({'evaluator', 'type',
+'step', 'trained', 'untrained'}) and `<name>.md`; those with
+`untrained_baseline` score the model the run started from too (beside, and
+in `<name>_untrained.json`). The synthetic held-out pairs also give
+`<name>_pairs.png` and `pairs/pair_00{0,1}_{source,target}.png` (two
+held-out pairs as image files, e.g. for `semcorr-match`); a benchmark gives
+`<name>_pairs.csv` (one row per pair) and `<name>_worst.png`. `--best` scores
+the selected model (`<workdir>/best/`, kept by the trainer when an evaluator
+has `select`).
 
-Real benchmarks (download them first; docs/benchmarks.md says what and
+`--benchmark=synthetic` runs the config's evaluator named 'synthetic' (the
+synthetic defaults if it has none), always beside the untrained model.
+
+Real benchmarks, scored by a benchmark evaluator named `<benchmark>_<split>`
+built from the flags (download them first; docs/benchmarks.md says what and
 where; `--data_dir` is the folder holding the downloaded files, the TFDS
 dataset is prepared into `<data_dir>/tensorflow_datasets` on first use):
 
   semcorr-eval --workdir=runs/sfnet --benchmark=pf_pascal \
     --data_dir=~/data/pf_pascal                 # alpha_img, 224 square, ts
   semcorr-eval --workdir=runs/sfnet --benchmark=pf_pascal \
-    --data_dir=~/data/pf_pascal --protocol=sfnet   # 288 + 16 px pad input
+    --data_dir=~/data/pf_pascal --protocol=padded  # 288 + 16 px pad input
   semcorr-eval --workdir=runs/sfnet --benchmark=pf_willow \
     --data_dir=~/data/pf_willow [--kps_padding_bug]  # L = kps extent
   semcorr-eval --workdir=runs/sfnet --benchmark=spair71k \
@@ -28,28 +37,34 @@ dataset is prepared into `<data_dir>/tensorflow_datasets` on first use):
     --data_dir=~/data/caltech101 --untrained
 
 Protocol flags (defaults per benchmark: `semcorr_jax.evaluation.protocol`):
-`--protocol=resize|sfnet`, `--input_size=H,W` (evaluation resolution; the
-model runs at input_size + 2 pad), `--direction=ts|st`,
-`--threshold=img|bbox|kps`, `--frame=square|original`, `--alphas=0.05,0.1,0.15`, `--kps_padding_bug`,
-`--eval_batch_size`. `--num_pairs=N` scores the first N pairs only.
-
-A real benchmark writes, under `<workdir>/eval/`, `<benchmark>_<split>.json`
-({'benchmark', 'split', 'label', 'step', 'protocol', 'summary'}), `.md`
-(protocol + tables), `_pairs.csv` (one row per pair) and `_worst.png` (the
-worst pairs); `--untrained` also scores the same architecture at
-initialisation into `<benchmark>_<split>_untrained.*`. Files are replaced
+`--protocol=resize|padded` (`sfnet` is an alias of `padded`),
+`--input_size=H,W` (evaluation resolution; the model runs at input_size +
+2 pad), `--direction=ts|st`, `--threshold=img|bbox|kps`,
+`--frame=square|original`, `--alphas=0.05,0.1,0.15`, `--kps_padding_bug`,
+`--eval_batch_size`. `--num_pairs=N` scores the first N pairs only;
+`--untrained` also scores the model at initialisation. Files are replaced
 only when a run completes: a failing run keeps earlier results.
 """
 
 from __future__ import annotations
 
-import os
+from typing import Any, Callable, Sequence
 
 from absl import app
 from absl import flags
+import jax
+import tensorflow_datasets as tfds
 
+from semcorr_jax import checkpointing
+from semcorr_jax import methods
+from semcorr_jax import parallel
+from semcorr_jax import train
+from semcorr_jax import workdirs
 from semcorr_jax.cli import common
 from semcorr_jax.errors import SemcorrError
+from semcorr_jax.evaluation import evaluators
+from semcorr_jax.evaluation import reports
+from semcorr_jax.evaluation import runner
 
 FLAGS = flags.FLAGS
 REAL_BENCHMARKS = ('pf_pascal', 'pf_willow', 'spair71k', 'tss',
@@ -57,8 +72,7 @@ REAL_BENCHMARKS = ('pf_pascal', 'pf_willow', 'spair71k', 'tss',
 BENCHMARKS = ('synthetic',) + REAL_BENCHMARKS
 # Flags that only apply to the real benchmarks.
 _REAL_ONLY = ('data_dir', 'tfds_dir', 'split', 'protocol', 'input_size',
-              'direction',
-              'threshold', 'frame', 'alphas', 'kps_padding_bug',
+              'direction', 'threshold', 'frame', 'alphas', 'kps_padding_bug',
               'eval_batch_size', 'untrained', 'num_worst')
 
 
@@ -66,21 +80,27 @@ def _define_flags() -> None:
   """Defines the flags once (several tools may share a process in tests)."""
   defs = (
       ('string', 'workdir', None, 'a semcorr-train workdir'),
-      ('string', 'benchmark', 'synthetic',
-       f'benchmark to run: {", ".join(BENCHMARKS)}'),
+      ('string', 'evals', None,
+       "evaluators of the run's config to run, e.g. synthetic,pf_val "
+       '(default: all)'),
+      ('string', 'benchmark', None,
+       f'score on one benchmark instead: {", ".join(BENCHMARKS)}'),
       ('integer', 'step', None, 'checkpoint step (default: the latest)'),
+      ('bool', 'best', False,
+       'score the selected model (<workdir>/best/) instead of the latest'),
       ('integer', 'num_pairs', None,
-       'pairs to score (synthetic default: config.eval.num_pairs; real '
+       "pairs to score (default: each evaluator's setting; real "
        'benchmarks: all)'),
-      ('integer', 'num_pictures', 4,
-       'synthetic: held-out pairs drawn in the picture'),
+      ('integer', 'num_pictures', None,
+       'synthetic: held-out pairs drawn in the picture (default 4)'),
       ('string', 'data_dir', None,
        'real benchmarks: the folder with the downloaded files'),
       ('string', 'tfds_dir', None,
        'where the TFDS dataset is prepared (default: '
        '<data_dir>/tensorflow_datasets)'),
       ('string', 'split', None, 'dataset split (default: test)'),
-      ('string', 'protocol', None, 'protocol preset: resize or sfnet'),
+      ('string', 'protocol', None,
+       'protocol preset: resize or padded (288 + 16 px pad)'),
       ('string', 'input_size', None,
        'evaluation resolution H,W (or N) the images are resized to before '
        'padding; the model then runs at input_size + 2 pad (default: the '
@@ -91,11 +111,12 @@ def _define_flags() -> None:
       ('string', 'frame', None, 'PCK frame: square or original'),
       ('string', 'alphas', None, 'PCK alphas, e.g. 0.05,0.1,0.15'),
       ('bool', 'kps_padding_bug', False,
-       'PF-WILLOW: reproduce the DHPF/CATs -1 padding of the kps extent'),
+       'PF-WILLOW: pad the keypoints with -1 rows before taking their '
+       'extent, as published reference code did (docs/benchmarks.md)'),
       ('integer', 'eval_batch_size', None, 'pairs per model call'),
       ('bool', 'untrained', False,
        'also score the untrained model (same architecture at init)'),
-      ('integer', 'num_worst', 6, 'pairs drawn in <...>_worst.png'),
+      ('integer', 'num_worst', None, 'pairs drawn in <...>_worst.png'),
   )
   for kind, name, default, help_text in defs:
     if name not in FLAGS:
@@ -105,14 +126,7 @@ def _define_flags() -> None:
 _define_flags()
 
 
-def evaluate_workdir(workdir, benchmark='synthetic', step=None,
-                     num_pairs=None, **kwargs):
-  """See `semcorr_jax.evaluation.synthetic.evaluate_workdir`."""
-  from semcorr_jax.evaluation import synthetic  # pylint: disable=g-import-not-at-top
-  return synthetic.evaluate_workdir(workdir, benchmark, step, num_pairs,
-                                    **kwargs)
-
-
+# --- flag parsing -------------------------------------------------------------
 def _numbers(flag: str, text: str | None, cast, expected: str):
   """'a,b,...' -> tuple of `cast` values (None when the flag is unset)."""
   if text is None:
@@ -141,115 +155,217 @@ def _size(text: str | None):
   return values
 
 
-def _protocol_from_flags(benchmark: str):
-  from semcorr_jax.evaluation import runner  # pylint: disable=g-import-not-at-top
+def _names(text: str | None) -> list[str] | None:
+  if text is None:
+    return None
+  names = [n.strip() for n in text.split(',') if n.strip()]
+  if not names:
+    raise SemcorrError(f'--evals={text!r}: expected evaluator names '
+                       'separated by commas')
+  return names
+
+
+def benchmark_settings(benchmark: str) -> dict[str, Any]:
+  """The settings of a 'benchmark' evaluator from the flags."""
   bug = FLAGS.kps_padding_bug if FLAGS['kps_padding_bug'].present else None
-  return runner.build_protocol(
-      benchmark, FLAGS.protocol, input_size=_size(FLAGS.input_size),
-      direction=FLAGS.direction,
-      threshold=FLAGS.threshold, frame=FLAGS.frame,
-      alphas=_alphas(FLAGS.alphas), kps_padding_bug=bug,
-      batch_size=FLAGS.eval_batch_size)
+  return {
+      'type': 'benchmark', 'benchmark': benchmark, 'split': FLAGS.split,
+      'data_dir': FLAGS.data_dir, 'tfds_dir': FLAGS.tfds_dir,
+      'num_pairs': FLAGS.num_pairs, 'num_worst': FLAGS.num_worst,
+      'protocol': FLAGS.protocol, 'input_size': _size(FLAGS.input_size),
+      'direction': FLAGS.direction, 'threshold': FLAGS.threshold,
+      'frame': FLAGS.frame, 'alphas': _alphas(FLAGS.alphas),
+      'kps_padding_bug': bug, 'batch_size': FLAGS.eval_batch_size,
+      'untrained_baseline': FLAGS.untrained}
 
 
-def _main_synthetic() -> None:
-  from semcorr_jax import checkpointing  # pylint: disable=g-import-not-at-top
-  from semcorr_jax.evaluation import synthetic  # pylint: disable=g-import-not-at-top
+# --- evaluation ---------------------------------------------------------------
+MakeEvaluators = Callable[[Any, Sequence[Any]], list[evaluators.Evaluator]]
+
+
+def untrained_variables(restored: workdirs.Restored) -> Any:
+  """Inference variables of the model the run started from.
+
+  The trainer's own starting state (`train.initial_state`: the first half
+  of `jax.random.split(jax.random.key(config.seed))`, pretrained weights,
+  then `config.init_from`), on one device.
+  """
+  config, method = restored.config, restored.method
+  init_rng, _ = jax.random.split(jax.random.key(config.get('seed', 0)))
+  mesh = parallel.make_mesh(jax.local_devices()[:1])
+  state, _ = train.initial_state(method, config, mesh, init_rng)
+  return parallel.to_host(method.inference_variables(state))
+
+
+def _declared_flows(config) -> tuple[Any, ...]:
+  try:
+    return tuple(methods.get(config.method).flows)
+  except KeyError as e:
+    raise SemcorrError(f'config.json: {e.args[0]}') from e
+
+
+def evaluate(workdir: str, make: MakeEvaluators, *, step: int | None = None,
+             best: bool = False, progress: bool = False,
+             echo: Callable[[str], Any] | None = None
+             ) -> dict[str, dict[str, Any]]:
+  """Runs evaluators on a trained workdir and writes their files.
+
+  Args:
+    workdir: a `semcorr-train` workdir.
+    make: `(config, flows) -> evaluators`.
+    step: checkpoint step; None = the latest.
+    best: restore from `<workdir>/best/` (the selected model).
+    progress: progress bars on stderr.
+    echo: prints the reports and the files written (None: silent).
+
+  Returns:
+    {name: {'evaluator', 'type', 'step', 'trained', 'untrained'}} (what
+    each `<name>.json` holds).
+
+  Raises:
+    SemcorrError: not a workdir, a bad evaluator, missing data or
+      checkpoint.
+  """
+  config = workdirs.load_config(workdir)
+  evals = make(config, _declared_flows(config))
+  with common.native_stderr_held():  # TFDS and Orbax: one line on failure
+    for ev in evals:
+      ev.check()
+    restored = workdirs.restore(
+        workdir, step, folder='best' if best else checkpointing.CHECKPOINT_DIR)
+  if tuple(restored.method.flows) != _declared_flows(config):
+    evals = make(config, restored.method.flows)
+  predict_fn = jax.jit(restored.method.predict)  # shared by all evaluators
+  untrained_vars = None
+  docs = {}
+  for ev in evals:
+    size = getattr(ev, 'model_size', None)
+    trained_size = tuple(int(s) for s in config.data.image_size)
+    if echo and size is not None and tuple(size) != trained_size:
+      echo(f'note: {ev.name} evaluates at {size[0]}x{size[1]}; the model '
+           f'was trained at {trained_size[0]}x{trained_size[1]}')
+    results = ev.run(predict_fn, restored.variables, progress)
+    untrained = None
+    if ev.untrained_baseline:
+      if untrained_vars is None:
+        untrained_vars = untrained_variables(restored)
+      untrained = ev.run(predict_fn, untrained_vars, progress)
+    written = ev.write(workdir, results, untrained, restored.step)
+    docs[ev.name] = {'evaluator': ev.name, 'type': ev.type,
+                     'step': restored.step, 'trained': _kept(results),
+                     'untrained': untrained and _kept(untrained)}
+    if echo:
+      echo(f'\n## {ev.name}, step {restored.step}\n')
+      echo(ev.markdown(results, untrained, restored.step))
+      echo('\n'.join(f'wrote {path}' for path in written))
+  return docs
+
+
+def _kept(results: dict[str, Any]) -> dict[str, Any]:
+  """The results without their in-memory artefacts."""
+  return {k: v for k, v in results.items() if k != reports.ARTEFACTS}
+
+
+def _named_or_default(name: str, defaults: dict[str, Any]
+                      ) -> MakeEvaluators:
+  """The config's evaluator `name`, or one built from `defaults`."""
+
+  def make(config, flows):
+    if name in (config.get('evals') or {}):
+      return evaluators.build(config, flows, [name], overrides)
+    return [evaluators.from_settings(name, defaults, config, flows)]
+
+  overrides = {k: v for k, v in defaults.items() if k != 'type'}
+  return make
+
+
+def evaluate_workdir(workdir: str, benchmark: str = 'synthetic',
+                     step: int | None = None, num_pairs: int | None = None,
+                     *, num_pictures: int | None = None, best: bool = False,
+                     settings: dict[str, Any] | None = None,
+                     progress: bool = False,
+                     echo: Callable[[str], Any] | None = None
+                     ) -> dict[str, Any]:
+  """Scores a workdir on one benchmark and writes the files.
+
+  'synthetic' is the config's evaluator of that name (the synthetic
+  defaults if it has none) beside the untrained model; a real benchmark is
+  a 'benchmark' evaluator named `<benchmark>_<split>` with `settings`
+  (`benchmark_settings`; default: the benchmark's own protocol).
+
+  Returns:
+    {'evaluator', 'type', 'step', 'trained', 'untrained'} as written to
+    `<workdir>/eval/<name>.json`.
+  """
+  if benchmark == 'synthetic':
+    defaults = {'type': 'synthetic', 'untrained_baseline': True,
+                'num_pairs': num_pairs, 'num_pictures': num_pictures}
+    make = _named_or_default('synthetic', defaults)
+  else:
+    settings = dict(settings or {'type': 'benchmark',
+                                 'benchmark': benchmark})
+    if settings.get('num_pairs') is None:
+      settings['num_pairs'] = num_pairs
+    split = settings.get('split') or runner.default_split(benchmark)
+    name = f'{benchmark}_{split}'
+
+    def make(config, flows):
+      return [evaluators.from_settings(name, settings, config, flows)]
+
+  docs = evaluate(workdir, make, step=step, best=best, progress=progress,
+                  echo=echo)
+  return next(iter(docs.values()))
+
+
+# --- the command line ---------------------------------------------------------
+def _main_evals() -> None:
   given = [f'--{n}' for n in _REAL_ONLY if FLAGS[n].present]
   if given:
-    raise SemcorrError(f'--benchmark=synthetic takes no {", ".join(given)}'
-                       '; these flags are for the real benchmarks '
-                       f'({", ".join(REAL_BENCHMARKS)})')
-  common.hide_gpus_from_tensorflow()
-  with common.native_stderr_held():  # a failed restore is one line
-    restored = checkpointing.restore_for_inference(FLAGS.workdir, FLAGS.step)
-  results = synthetic.evaluate_workdir(
-      FLAGS.workdir, benchmark=FLAGS.benchmark, step=FLAGS.step,
-      num_pairs=FLAGS.num_pairs, num_pictures=FLAGS.num_pictures,
-      restored=restored)
-  out_dir = os.path.join(FLAGS.workdir, 'eval')
-  trained = results['trained']
-  print(f"{FLAGS.benchmark}: step {results['step']}, "
-        f"{trained['num_pairs']} held-out pairs, "
-        f"{trained['num_keypoints']} keypoints "
-        '(untrained = same architecture at initialisation)')
-  print(synthetic.format_comparison(trained, results.get('untrained')))
-  for name in (f'{FLAGS.benchmark}.json', f'{FLAGS.benchmark}.md',
-               f'{FLAGS.benchmark}_pairs.png', 'pairs/'):
-    print(f'wrote {os.path.join(out_dir, name)}')
+    raise SemcorrError(f'{", ".join(given)} apply to --benchmark=<a real '
+                       f'benchmark> ({", ".join(REAL_BENCHMARKS)}) only')
+  names = _names(FLAGS.evals)
+  overrides = {'num_pairs': FLAGS.num_pairs,
+               'num_pictures': FLAGS.num_pictures}
+  evaluate(FLAGS.workdir,
+           lambda config, flows: evaluators.build(config, flows, names,
+                                                  overrides),
+           step=FLAGS.step, best=FLAGS.best, progress=True, echo=print)
 
 
-def _main_real(benchmark: str) -> None:
-  from semcorr_jax import checkpointing  # pylint: disable=g-import-not-at-top
-  from semcorr_jax.evaluation import runner  # pylint: disable=g-import-not-at-top
-  from semcorr_jax.evaluation import synthetic  # pylint: disable=g-import-not-at-top
-  protocol = _protocol_from_flags(benchmark)
-  split = FLAGS.split or runner.default_split(benchmark)
-  if FLAGS.num_pairs is not None and FLAGS.num_pairs < 1:
-    raise SemcorrError(f'--num_pairs must be >= 1, got {FLAGS.num_pairs}')
-  runner.check_data_dir(benchmark, FLAGS.data_dir)
-  common.hide_gpus_from_tensorflow()
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  tfds.disable_progress_bar()  # ours shows pairs/s
-  # Check the dataset before the (slower) restore; TFDS's own messages are
-  # held so that a missing file is one line.
-  with common.native_stderr_held():
-    runner.prepare_dataset(benchmark, split, data_dir=FLAGS.data_dir,
-                           tfds_dir=FLAGS.tfds_dir)
-  with common.native_stderr_held():
-    config, method, variables, step = checkpointing.restore_for_inference(
-        FLAGS.workdir, FLAGS.step)
-  trained_size = tuple(int(s) for s in config.data.image_size)
-  if protocol.input_size is None:
-    model_size = trained_size
-  else:  # The protocol fixes the resolution the model runs at.
-    model_size = tuple(int(s) + 2 * int(protocol.pad)
-                       for s in protocol.input_size)
-    if model_size != trained_size:
-      print(f'note: evaluating at {model_size[0]}x{model_size[1]} (input '
-            f'{protocol.input_size[0]}x{protocol.input_size[1]} + '
-            f'{protocol.pad} px padding); the model was trained at '
-            f'{trained_size[0]}x{trained_size[1]}')
-  out_dir = os.path.join(FLAGS.workdir, 'eval')
-  kwargs = dict(model_size=model_size, split=split, data_dir=FLAGS.data_dir,
-                tfds_dir=FLAGS.tfds_dir, protocol=protocol,
-                num_pairs=FLAGS.num_pairs, out_dir=out_dir,
-                num_worst=FLAGS.num_worst)
-  runs = [('', runner.method_predict_fn(method, variables))]
-  if FLAGS.untrained:
-    runs.append(('untrained', runner.method_predict_fn(
-        method, synthetic.untrained_variables(method, config))))
-  scorer = runner.scorer_of(benchmark)
-  written, lines = [], []
-  for label, predict_fn in runs:
-    results = runner.evaluate_benchmark(
-        predict_fn, benchmark, label=label,
-        step=None if label else step, **kwargs)
-    summary = results['summary']
-    name = label or f'step {step}'
-    print(f'\n## {benchmark} {split}, {name}\n')
-    print(runner.summary_markdown(benchmark, summary))
-    lines.append(f'{name}: {scorer.PRIMARY_METRIC} = '
-                 f'{float(summary.get(scorer.PRIMARY_METRIC, "nan")):.4f}')
-    written += runner.output_paths(out_dir, benchmark, split,
-                                   label).values()
-  print('\n'.join(lines))
-  for path in written:
-    print(f'wrote {path}')
+def _main_benchmark(benchmark: str) -> None:
+  if FLAGS.evals is not None:
+    raise SemcorrError('--evals and --benchmark exclude each other')
+  if benchmark == 'synthetic':
+    given = [f'--{n}' for n in _REAL_ONLY if FLAGS[n].present]
+    if given:
+      raise SemcorrError(f'--benchmark=synthetic takes no {", ".join(given)}'
+                         '; these flags are for the real benchmarks '
+                         f'({", ".join(REAL_BENCHMARKS)})')
+    settings = None
+  else:
+    settings = benchmark_settings(benchmark)
+    if FLAGS.num_pairs is not None and FLAGS.num_pairs < 1:
+      raise SemcorrError(f'--num_pairs must be >= 1, got {FLAGS.num_pairs}')
+    # Before anything slow: a missing folder is the commonest mistake.
+    runner.check_data_dir(benchmark, FLAGS.data_dir)
+  evaluate_workdir(FLAGS.workdir, benchmark, FLAGS.step, FLAGS.num_pairs,
+                   num_pictures=FLAGS.num_pictures, best=FLAGS.best,
+                   settings=settings, progress=True, echo=print)
 
 
 @common.main_wrapper
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
-  if FLAGS.benchmark not in BENCHMARKS:
+  if FLAGS.benchmark is not None and FLAGS.benchmark not in BENCHMARKS:
     raise SemcorrError(f'unknown benchmark {FLAGS.benchmark!r}; '
                        f"supported: {', '.join(BENCHMARKS)}")
-  # Imported in the helpers: JAX and the models load once the flags are fine.
-  if FLAGS.benchmark == 'synthetic':
-    _main_synthetic()
+  common.hide_gpus_from_tensorflow()
+  tfds.disable_progress_bar()  # the benchmark runner shows pairs/s
+  if FLAGS.benchmark is None:
+    _main_evals()
   else:
-    _main_real(FLAGS.benchmark)
+    _main_benchmark(FLAGS.benchmark)
 
 
 def run() -> None:

@@ -1,34 +1,40 @@
 r"""`semcorr-match`: dense matches between two image files.
 
   semcorr-match --workdir=runs/sfnet_quick --source=a.jpg --target=b.jpg \
-    [--keypoints=points.csv] [--step=N] --output=out/match.png
+    [--keypoints=points.csv] [--step=N] [--best] --output=out/match.png
 
-Writes `out/match.png` (source with keypoints, target with the transferred
-keypoints, source warped into the target frame, flow colour map, the method's
-extra maps), `out/match_mapping.npy` (mapping_st: (H_s, W_s, 2) float32, for
-every source pixel the matching (x, y) in target pixels, x first) and, with
-`--keypoints`, `out/match_keypoints.csv` (x_source,y_source,x_target,y_target).
-For methods with confidence maps (CAMNet) the picture shows them on a fixed
-[0, 1] scale (and, with base mappings, a second row of the base flow), and
-`out/match_confidence.npy` holds confidence_st: (H_s, W_s) float32 in [0, 1],
-the confidence of each source pixel's match.
+Writes `out/match.png`: one row per flow the method declares (the primary
+flow first; `semcorr_jax.outputs`), each with the target and the keypoints
+it moves, the source warped into the target frame, its flow colour map and
+its extras (confidence maps on a fixed [0, 1] scale); the first row starts
+with the source and its keypoints. Beside it: `out/match_mapping.npy` (the
+primary mapping_st: (H_s, W_s, 2) float32, for every source pixel the
+matching (x, y) in target pixels, x first), one `out/match_<key>.npy` per
+declared extra of the source -> target direction under its flat key (e.g.
+`match_confidence.npy` = confidence_st: (H_s, W_s) float32 in [0, 1];
+another flow's as `match_<flow>_confidence.npy`), and, with `--keypoints`,
+`out/match_keypoints.csv` (x_source,y_source,x_target,y_target).
 
 Images are read with Pillow as RGB, at any size; `skimage:<name>` is a photo
 bundled with scikit-image (e.g. `skimage:chelsea`), `skimage:<name>_warped`
 the same photo under a fixed affine warp. The keypoints CSV has one `x,y` row
 per point (pixels of the source, x first) and an optional header.
 """
-
 from __future__ import annotations
 
 import os
+from typing import Sequence
 
 from absl import app
 from absl import flags
 import numpy as np
 
+from semcorr_jax import api
+from semcorr_jax import outputs
 from semcorr_jax.cli import common
 from semcorr_jax.errors import SemcorrError
+from semcorr_jax.evaluation import keypoints as kp
+from semcorr_jax.evaluation import visualize
 
 FLAGS = flags.FLAGS
 
@@ -42,6 +48,8 @@ def _define_flags() -> None:
       ('string', 'keypoints', None, 'optional CSV of source keypoints x,y'),
       ('string', 'output', None, 'output PNG; .npy/.csv are written beside'),
       ('integer', 'step', None, 'checkpoint step (default: the latest)'),
+      ('bool', 'best', False, 'read the selected model (best/) instead of '
+       'checkpoints/'),
   )
   for kind, name, default, help_text in defs:
     if name not in FLAGS:
@@ -51,13 +59,24 @@ def _define_flags() -> None:
 _define_flags()
 
 
-def output_paths(output: str) -> dict[str, str]:
-  """`out/m.png` -> {'png': out/m.png, 'npy': out/m_mapping.npy, 'csv': ...,
-  'confidence': out/m_confidence.npy}."""
+def output_paths(output: str,
+                 flows: Sequence[outputs.Flow] = outputs.DEFAULT_FLOWS
+                 ) -> dict[str, str]:
+  """Where `match_files` writes, by kind.
+
+  `out/m.png` -> {'png': out/m.png, 'npy': out/m_mapping.npy, 'csv':
+  out/m_keypoints.csv} and, for every extra a flow declares, its source ->
+  target map: {'<flat key>': out/m_<flat key without _st>.npy}, e.g.
+  'confidence_st': out/m_confidence.npy.
+  """
   stem = os.path.splitext(output)[0]
-  return {'png': output, 'npy': f'{stem}_mapping.npy',
-          'csv': f'{stem}_keypoints.csv',
-          'confidence': f'{stem}_confidence.npy'}
+  paths = {'png': output, 'npy': f'{stem}_mapping.npy',
+           'csv': f'{stem}_keypoints.csv'}
+  for flow in flows:
+    for extra in flow.extras:
+      key = outputs.key(flows, flow.name, extra, 'st')
+      paths[key] = f'{stem}_{key[:-len("_st")]}.npy'
+  return paths
 
 
 def default_points(height: int, width: int, n: int = 4) -> np.ndarray:
@@ -69,12 +88,15 @@ def default_points(height: int, width: int, n: int = 4) -> np.ndarray:
 
 
 def match_files(workdir: str, source: str, target: str, output: str,
-                keypoints: str | None = None, step: int | None = None
-                ) -> dict[str, str]:
+                keypoints: str | None = None, step: int | None = None,
+                best: bool = False) -> dict[str, str]:
   """Library form of the tool: reads, matches, writes; returns the paths.
 
   Inputs are all checked before the model loads, and nothing is written
   until the match succeeded.
+
+  Returns:
+    {kind: path written}, kinds as in `output_paths`.
 
   Raises:
     SemcorrError: bad input file, output path or workdir.
@@ -93,34 +115,24 @@ def match_files(workdir: str, source: str, target: str, output: str,
     raise SemcorrError(f'{os.path.join(workdir, "config.json")} not found: is '
                        f'{workdir!r} a semcorr-train workdir?')
 
-  # Imported here: JAX, Orbax and the models load only for valid inputs.
-  from semcorr_jax import api  # pylint: disable=g-import-not-at-top
-  from semcorr_jax.evaluation import keypoints as kp  # pylint: disable=g-import-not-at-top
-  from semcorr_jax.evaluation import visualize  # pylint: disable=g-import-not-at-top
   with common.native_stderr_held():  # a failed restore is one line
-    matcher = api.load(workdir, step)
+    matcher = api.load(workdir, step, best=best)
   common.hide_gpus_from_tensorflow(import_if_needed=False)
   result = matcher.match(src, tgt)
   drawn_s = points_s if points_s is not None else default_points(
       *src.shape[:2])
   drawn_t = kp.transfer_keypoints(result['mapping_st'], drawn_s)
-  extras = {k: v for k, v in result.items()
-            if not k.startswith(('mapping_', 'flow_')) and v.ndim in (2, 3)
-            and (v.ndim == 2 or v.shape[-1] == 1)}
 
-  paths = output_paths(output)
+  paths = output_paths(output, matcher.flows)
   os.makedirs(out_dir, exist_ok=True)
-  visualize.draw_match(  # atomic write
-      paths['png'], src, tgt, result['mapping_st'], result['mapping_ts'],
-      points_s=drawn_s, points_t=drawn_t, extra_maps=extras,
-      title=f'{source} -> {target} (step {matcher.step})',
-      base_mapping_st=result.get('base_mapping_st'),
-      base_mapping_ts=result.get('base_mapping_ts'))
+  visualize.draw_flows(  # atomic write
+      paths['png'], src, tgt, matcher.flows, result, points_s=drawn_s,
+      points_t=drawn_t, title=f'{source} -> {target} (step {matcher.step})')
   common.save_npy(paths['npy'], result['mapping_st'].astype(np.float32))
   written = {'png': paths['png'], 'npy': paths['npy']}
-  if 'confidence_st' in result:
-    written['confidence'] = common.save_npy(
-        paths['confidence'], result['confidence_st'].astype(np.float32))
+  for key, path in paths.items():
+    if key in result:  # a declared extra the method predicted
+      written[key] = common.save_npy(path, result[key].astype(np.float32))
   if points_s is not None:
     written['csv'] = common.write_keypoints_csv(paths['csv'], points_s,
                                                 drawn_t)
@@ -133,7 +145,7 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   written = match_files(FLAGS.workdir, FLAGS.source, FLAGS.target,
                         FLAGS.output, keypoints=FLAGS.keypoints,
-                        step=FLAGS.step)
+                        step=FLAGS.step, best=FLAGS.best)
   for path in written.values():
     print(f'wrote {path}')
 

@@ -12,12 +12,15 @@ multi-host job, start the same command on every host with
 
 from absl import app
 from absl import flags
+import jax
 from ml_collections import config_flags
 
+from semcorr_jax import train
 from semcorr_jax.cli import common
 
 _CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Config file, e.g. configs/sfnet.py:quick.',
+    'config', None, 'Config file and variant, FILE:VARIANT (e.g. '
+    'configs/<method>.py:quick).',
     lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output folder (resumed).')
 _DISTRIBUTED = flags.DEFINE_bool(
@@ -35,14 +38,12 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   common.hide_gpus_from_tensorflow()
-  import jax  # pylint: disable=g-import-not-at-top
   if _COORDINATOR.value:
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
                                num_processes=_NUM_PROCESSES.value,
                                process_id=_PROCESS_ID.value)
   elif _DISTRIBUTED.value:
     jax.distributed.initialize()
-  from semcorr_jax import train  # pylint: disable=g-import-not-at-top
   train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 

@@ -1,18 +1,14 @@
-"""Data: scene sources, synthetic warps and the pair pipeline (tf.data).
+"""Data (tf.data): scene sources, synthetic warps, real pairs, benchmarks.
 
-`make_pair_dataset(data_config, split, batch_size=..., seed=...)` yields batches
-in the format of docs/architecture.md; `default_data_config()` lists every data
-field. Sources: 'embedded' (generated from images bundled with scikit-image)
-and 'voc2012' (`semcorr_jax.data.voc`, imported only when used).
+* `pipeline`: `make_pair_dataset(data_config, split, ...)`, and per source
+  (`pipeline.SOURCES`) `num_examples`, `batch_spec` and `dummy_batch`; the
+  data config fields are listed in its module docstring.
+* `sources`, `embedded`, `voc` (+ `voc_builder`): scene sources;
+  `synthetic_pairs`, `warps`, `tps`: synthetic pairs of a scene.
+* `real_pairs`: PF-PASCAL pairs with boxes and keypoints.
+* `streams`: split seeds and per-epoch orders shared by all sources.
+* `benchmarks`: TFDS builders of the evaluation benchmarks; `flow_io`:
+  Middlebury `.flo` files.
+
+The data layer imports nothing above it (no evaluation, models or methods).
 """
-
-from semcorr_jax.data.pipeline import default_data_config
-from semcorr_jax.data.pipeline import make_pair_dataset
-from semcorr_jax.data.sources import get_source
-from semcorr_jax.data.sources import InMemorySource
-from semcorr_jax.data.sources import SceneSource
-
-__all__ = [
-    'default_data_config', 'make_pair_dataset', 'get_source',
-    'InMemorySource', 'SceneSource',
-]

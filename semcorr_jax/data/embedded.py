@@ -20,6 +20,8 @@ import functools
 import math
 
 import numpy as np
+from skimage import data as skdata
+from skimage import transform
 import tensorflow as tf
 
 from semcorr_jax import errors
@@ -42,8 +44,6 @@ def image_bank() -> tuple[np.ndarray, np.ndarray]:
   Returns:
     images (N, 384, 384, 3) uint8 and is_gray (N,) bool.
   """
-  from skimage import data as skdata  # pylint: disable=g-import-not-at-top
-  from skimage import transform  # pylint: disable=g-import-not-at-top
   images, is_gray = [], []
   for name in _COLOR_IMAGES + _GRAY_IMAGES:
     image = np.asarray(getattr(skdata, name)())
@@ -60,6 +60,12 @@ def image_bank() -> tuple[np.ndarray, np.ndarray]:
   return np.stack(images), np.asarray(is_gray)
 
 
+def _check_split(split: str) -> None:
+  if split not in _SPLIT_CODES:
+    raise errors.SemcorrError(
+        f"Embedded data has splits 'train' and 'heldout', not {split!r}.")
+
+
 class EmbeddedSource:
   """`SceneSource` of procedurally composed scenes (see module docstring)."""
 
@@ -72,9 +78,7 @@ class EmbeddedSource:
       scene_size: (H, W) or an int for square scenes.
       seed: base seed of the scene bank.
     """
-    if split not in _SPLIT_CODES:
-      raise errors.SemcorrError(
-          f"Embedded data has splits 'train' and 'heldout', not {split!r}.")
+    _check_split(split)
     if num_scenes < 1:
       raise errors.SemcorrError(f'num_scenes must be >= 1, got {num_scenes}.')
     self.name = f'embedded/{split}'
@@ -181,13 +185,19 @@ def _pixel_grid(height: int, width: int) -> np.ndarray:
   return np.stack([xs, ys], axis=-1)
 
 
+def scene_count(data_config, split: str) -> int:
+  """`data.num_scenes` for 'train', `data.heldout_scenes` for 'heldout'."""
+  _check_split(split)
+  if split == 'heldout':
+    return int(data_config.heldout_scenes)
+  return int(data_config.num_scenes)
+
+
 def scene_source(data_config, split: str) -> EmbeddedSource:
   """The embedded source for `split` ('train' or 'heldout').
 
   Reads `num_scenes` (train) or `heldout_scenes` (heldout), `scene_size` and
-  `scene_seed` from `data_config` (see `pipeline.default_data_config`).
+  `scene_seed` from `data_config`.
   """
-  from semcorr_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-  get = functools.partial(pipeline.config_value, data_config)
-  num = get('heldout_scenes') if split == 'heldout' else get('num_scenes')
-  return EmbeddedSource(split, num, get('scene_size'), get('scene_seed'))
+  return EmbeddedSource(split, scene_count(data_config, split),
+                        data_config.scene_size, data_config.scene_seed)

@@ -1,173 +1,203 @@
-"""The pair tf.data pipeline: synthetic pairs, or real PF-PASCAL pairs.
+"""The pair tf.data pipeline: sources, their lengths and batch specs.
 
-`make_pair_dataset` turns a scene source (`sources.get_source`) into batches of
-synthetic pairs in the batch format of docs/architecture.md, or, for
-`data.source='pf_pascal'`, serves real PF-PASCAL pairs with keypoints
-(`semcorr_jax.data.real_pairs`) under the same contracts.
+`make_pair_dataset(data_config, split, ...)` serves the examples of the
+source that `data_config.source` names (`SOURCES`), batched and host-sharded;
+`num_examples(data_config, split)` says how many distinct examples a split
+has (one epoch), `batch_spec(data_config, batch_size)` the shape and dtype
+of every key of a batch, and `dummy_batch` a zero batch of that spec (model
+init, shape evaluation). Each source declares these itself (`Source`), so
+the trainer never asks which source it runs on; a later source is one
+`register_source` call.
+
+Sources:
+  'embedded'   synthetic pairs of generated scenes (`embedded`, no download)
+  'voc2012'    synthetic pairs of PASCAL VOC 2012 scenes (`voc`)
+  'pf_pascal'  real PF-PASCAL pairs with boxes and keypoints, no dense ground
+               truth (`real_pairs`; splits 'train' and 'heldout' = PF-PASCAL
+               validation)
+Synthetic pairs (`synthetic_pairs`) hold the batch format of
+docs/architecture.md; real pairs hold images, boxes and keypoints.
 
 Determinism contract: the example with global index `i` under seed `s` is the
 same array in every process, in any order, after any restart. Everything
-random about it (which scene, flip, jitters, warps) is a stateless function of
-`(s, split, i)`; no state is carried between examples.
+random about it (which scene or pair, flip, jitters, warps) is a stateless
+function of `(s, split, i)` (`streams`); no state is carried between
+examples.
 
 Host sharding: global batch `j` holds indices `[j G, (j + 1) G)` with
 `G = batch_size * process_count`; process `p` yields the slice
 `[j G + p b, j G + (p + 1) b)` (b = batch_size), so concatenating the
 processes' batches in process order gives the global batch.
+
+Data config fields (`config.data`; the config files, e.g. configs/sfnet.py,
+hold every value; nothing here supplies a default):
+  source: a key of `SOURCES`.
+  image_size: (H, W) of the pair images (SFNet: 320 x 320); an int means
+    square. Scenes and real images are resized (bilinear, antialiased) to it.
+  num_scenes: embedded: number of distinct 'train' scenes.
+  heldout_scenes: embedded and voc2012: number of distinct 'heldout' scenes.
+  scene_size: embedded: (H, W) of a generated scene, or an int.
+  scene_seed: embedded: seed of the scene bank (splits use disjoint streams).
+  warp: 'affine' (SFNet), 'tps' (weakalign 3x3 TPS) or 'mixed' (affine,
+    then a TPS composed in with probability `tps_prob`, per view).
+  affine_std: theta = I + N(0, affine_std^2) on all six entries.
+  tps_std: TPS control targets move by U(-tps_std, tps_std) (normalised).
+  tps_prob: probability of a TPS per view for 'mixed'.
+  flip_prob: probability of a horizontal flip of the scene.
+  color_jitter: brightness/contrast/saturation/hue strength (two
+    independent draws, one per view); 0 disables it.
+  data_dir: TFDS data directory (voc2012, pf_pascal); None = TFDS default.
+  manual_dir: folder holding the downloaded files: the VOC tar / extracted
+    files (voc2012), or PF-dataset-PASCAL/ and the split CSVs (pf_pascal,
+    see `semcorr_jax.data.benchmarks.pf_pascal`).
+  exclude_list: voc2012: file of image ids to leave out (None = the PF-PASCAL
+    test images, '' = none).
+  void_as: voc2012: whether the void label counts as 'foreground' or
+    'background'.
+  max_keypoints: pf_pascal: keypoint rows per pair in a batch (padded with
+    -1; a pair with more valid keypoints is an error); 0 = no keypoints.
 """
 
 from __future__ import annotations
 
-import zlib
+import dataclasses
+from typing import Any, Callable
 
-import ml_collections
+import numpy as np
 import tensorflow as tf
 
 from semcorr_jax import errors
+from semcorr_jax.data import embedded
+from semcorr_jax.data import real_pairs
 from semcorr_jax.data import sources
-from semcorr_jax.data import warps
+from semcorr_jax.data import synthetic_pairs
+from semcorr_jax.data import voc
 
-_ALG = 'philox'
 _INDEX_STOP = 2**62  # "Forever" for repeat=True.
 
+# {key: (shape, numpy dtype)}, of one example or of a batch.
+Spec = dict[str, tuple[tuple[int, ...], np.dtype]]
 
-def default_data_config() -> ml_collections.ConfigDict:
-  """Every data field the pipeline and the sources read, with defaults.
 
-  Fields:
-    source: 'embedded' (generated, no download), 'voc2012' (PASCAL VOC 2012
-      segmentation, `semcorr_jax.data.voc`) or 'pf_pascal' (real PF-PASCAL
-      pairs with keypoints, `semcorr_jax.data.real_pairs`; splits 'train'
-      and 'heldout' = PF-PASCAL validation).
-    image_size: (H, W) of the pair images (SFNet: 320 x 320); an int means
-      square. Scenes are resized (bilinear, antialiased) to it.
-    num_scenes: embedded: number of distinct 'train' scenes.
-    heldout_scenes: embedded: number of distinct 'heldout' scenes.
-    scene_size: embedded: (H, W) of a generated scene, or an int.
-    scene_seed: embedded: seed of the scene bank (splits use disjoint streams).
-    warp: 'affine' (SFNet), 'tps' (weakalign 3x3 TPS) or 'mixed' (affine,
-      then a TPS composed in with probability `tps_prob`, per view).
-    affine_std: theta = I + N(0, affine_std^2) on all six entries.
-    tps_std: TPS control targets move by U(-tps_std, tps_std) (normalised).
-    tps_prob: probability of a TPS per view for 'mixed'.
-    flip_prob: probability of a horizontal flip of the scene.
-    color_jitter: brightness/contrast/saturation/hue strength (two
-      independent draws, one per view); 0 disables it.
-    data_dir: TFDS data directory (voc2012, pf_pascal); None = TFDS default.
-    manual_dir: folder holding the downloaded files: the VOC tar / extracted
-      files (voc2012), or PF-dataset-PASCAL/ and the split CSVs (pf_pascal,
-      see `semcorr_jax.data.benchmarks.pf_pascal`).
-    exclude_list: file of image ids to leave out of VOC (e.g. the PF-PASCAL
-      test images); None = the builder's default.
-    max_keypoints: pf_pascal: keypoint rows per pair in a batch (padded with
-      -1); a pair with more valid keypoints is an error.
+@dataclasses.dataclass(frozen=True)
+class Source:
+  """What the pipeline needs of one value of `data.source`.
+
+  Attributes:
+    num_examples: `(data_config, split) -> int`, the distinct examples of a
+      split (scenes or pairs): one epoch.
+    example_spec: `(data_config) -> Spec` of one example (no batch axis);
+      reads the config only, never the data.
+    example_fn: `(data_config, split, seed) -> f(index) -> example dict`,
+      traceable inside `tf.data.map`, a pure function of `(seed, split,
+      index)` (module docstring).
+    scene_source: synthetic-pair sources: `(data_config, split) ->
+      sources.SceneSource`; None for real pairs.
   """
-  return ml_collections.ConfigDict({
-      'source': 'embedded',
-      'image_size': (320, 320),
-      'num_scenes': 512,
-      'heldout_scenes': 64,
-      'scene_size': (256, 256),
-      'scene_seed': 0,
-      'warp': 'affine',
-      'affine_std': 0.15,
-      'tps_std': 0.4,
-      'tps_prob': 0.5,
-      'flip_prob': 0.5,
-      'color_jitter': 0.1,
-      'data_dir': None,
-      'manual_dir': None,
-      'exclude_list': None,
-      'max_keypoints': 20,
-  })
+
+  num_examples: Callable[[Any, str], int]
+  example_spec: Callable[[Any], Spec]
+  example_fn: Callable[[Any, str, int], Callable[[tf.Tensor], dict]]
+  scene_source: Callable[[Any, str], sources.SceneSource] | None = None
 
 
-def config_value(data_config, name: str):
-  """`data_config.name`, or its default when the config lacks the field."""
-  if name in data_config:
-    return data_config[name]
-  return default_data_config()[name]
-
-
-def _size(value) -> tuple[int, int]:
-  if isinstance(value, int):
-    return value, value
-  height, width = value
-  return int(height), int(width)
-
-
-def warp_config(data_config) -> warps.WarpConfig:
-  """The `WarpConfig` described by a data config."""
-  get = lambda name: config_value(data_config, name)
-  if get('warp') not in ('affine', 'tps', 'mixed'):
-    raise errors.SemcorrError(
-        f"data.warp must be 'affine', 'tps' or 'mixed', got {get('warp')!r}.")
-  return warps.WarpConfig(
-      warp=get('warp'), affine_std=float(get('affine_std')),
-      tps_std=float(get('tps_std')), tps_prob=float(get('tps_prob')),
-      flip_prob=float(get('flip_prob')),
-      color_jitter=float(get('color_jitter')))
-
-
-def split_seed_tensor(seed: int, split: str) -> tf.Tensor:
-  """(2,) int64 root seed of a split: the same seed differs across splits."""
-  return tf.constant([seed, zlib.crc32(split.encode()) & 0x7FFFFFFF], tf.int64)
-
-
-def example_fn(data_config, source: sources.SceneSource, split: str,
-               seed: int):
-  """Returns `f(index) -> example dict` (one pair, no batch axis).
+def synthetic_source(
+    scene_source: Callable[[Any, str], sources.SceneSource],
+    scene_count: Callable[[Any, str], int]) -> Source:
+  """The `Source` of synthetic pairs (`synthetic_pairs`) of a scene source.
 
   Args:
-    data_config: see `default_data_config`.
-    source: the scene source.
-    split: split name (mixed into all seeds).
-    seed: the run's data seed.
-
-  Returns:
-    A function of an int64 scalar index, traceable inside `tf.data.map`.
+    scene_source: `(data_config, split) -> SceneSource`.
+    scene_count: `(data_config, split) -> int`, its `num_scenes`.
   """
-  height, width = _size(config_value(data_config, 'image_size'))
-  config = warp_config(data_config)
-  root = split_seed_tensor(seed, split)
-  fold_in = tf.random.experimental.stateless_fold_in
-  pair_root = fold_in(root, 0, alg=_ALG)
-  order_root = fold_in(root, 1, alg=_ALG)
-  num_scenes = int(source.num_scenes)
 
-  def make(index):
-    index = tf.cast(index, tf.int64)
-    # Scene: position index % N of a stateless permutation of the scenes that
-    # is fresh in every epoch (index // N).
-    order = tf.random.experimental.stateless_shuffle(
-        tf.range(num_scenes, dtype=tf.int64),
-        fold_in(order_root, index // num_scenes, alg=_ALG), alg=_ALG)
-    image, mask = source.scene(order[index % num_scenes])
-    image = tf.cast(image, tf.float32) / 255.0
-    mask = tf.cast(mask, tf.float32)
-    if tuple(image.shape[:2]) != (height, width):  # Static: skip when equal.
-      image = tf.clip_by_value(
-          tf.image.resize(image, (height, width), antialias=True), 0.0, 1.0)
-      mask = tf.image.resize(mask[..., None], (height, width))[..., 0]
-      mask = tf.cast(mask >= 0.5, tf.float32)
-    image = tf.ensure_shape(image, (height, width, 3))
-    mask = tf.ensure_shape(mask, (height, width))
-    pair = warps.make_pair(image, mask, fold_in(pair_root, index, alg=_ALG),
-                           config)
-    pair['index'] = index
-    return pair
+  def example_fn(data_config, split: str, seed: int):
+    return synthetic_pairs.example_fn(
+        data_config, scene_source(data_config, split), split, seed)
 
-  return make
+  return Source(num_examples=scene_count,
+                example_spec=synthetic_pairs.example_spec,
+                example_fn=example_fn, scene_source=scene_source)
+
+
+SOURCES: dict[str, Source] = {
+    'embedded': synthetic_source(embedded.scene_source, embedded.scene_count),
+    'voc2012': synthetic_source(voc.scene_source, voc.scene_count),
+    'pf_pascal': Source(num_examples=real_pairs.pair_count,
+                        example_spec=real_pairs.example_spec,
+                        example_fn=real_pairs.example_fn),
+}
+
+
+def register_source(name: str, source: Source) -> None:
+  """Adds a value of `data.source`; a name may be registered once."""
+  if name in SOURCES:
+    raise errors.SemcorrError(f'data source {name!r} is already registered.')
+  SOURCES[name] = source
+
+
+def source_of(data_config) -> Source:
+  """The `Source` that `data_config.source` names."""
+  name = data_config.source
+  if name not in SOURCES:
+    raise errors.SemcorrError(
+        f'Unknown data source {name!r}; use one of '
+        f'{", ".join(repr(n) for n in SOURCES)}.')
+  return SOURCES[name]
+
+
+def get_source(data_config, split: str) -> sources.SceneSource:
+  """The scene source behind a synthetic-pair `data.source`, for `split`.
+
+  Raises:
+    SemcorrError: an unknown source, or one of real pairs (no scenes).
+  """
+  source = source_of(data_config)
+  if source.scene_source is None:
+    raise errors.SemcorrError(
+        f'data source {data_config.source!r} serves real pairs, not scenes.')
+  return source.scene_source(data_config, split)
+
+
+def num_examples(data_config, split: str) -> int:
+  """The number of distinct examples (one epoch) of `split` of the source.
+
+  Embedded: `num_scenes` / `heldout_scenes` (no work); voc2012 and pf_pascal
+  prepare the TFDS dataset if needed and count its records.
+  """
+  return int(source_of(data_config).num_examples(data_config, split))
+
+
+def batch_spec(data_config, batch_size: int) -> Spec:
+  """`{key: ((batch_size, ...), numpy dtype)}` of a `make_pair_dataset` batch.
+
+  Exactly the keys, shapes and dtypes the pipeline yields for
+  `data_config.source` with this per-process batch size; reads the config
+  only (no data needed).
+  """
+  spec = source_of(data_config).example_spec(data_config)
+  return {key: ((batch_size, *shape), np.dtype(dtype))
+          for key, (shape, dtype) in spec.items()}
+
+
+def dummy_batch(data_config, batch_size: int = 1) -> dict[str, np.ndarray]:
+  """A batch of zeros of `batch_spec(data_config, batch_size)`.
+
+  For shapes only (model init, `jax.eval_shape`); needs no data.
+  """
+  return {key: np.zeros(shape, dtype)
+          for key, (shape, dtype) in batch_spec(data_config,
+                                                batch_size).items()}
 
 
 def make_pair_dataset(data_config, split: str, *, batch_size: int, seed: int,
                       start_index: int = 0, process_index: int = 0,
                       process_count: int = 1, repeat: bool = True,
                       num_examples: int | None = None) -> tf.data.Dataset:
-  """Batches of synthetic (or, for source 'pf_pascal', real) pairs.
+  """Batches of the examples of `data_config.source`.
 
   Args:
-    data_config: see `default_data_config`.
+    data_config: the data config (module docstring).
     split: 'train' or 'heldout' (or any split the source knows).
     batch_size: per-process batch size b.
     seed: data seed; (seed, split, index) fixes an example.
@@ -177,20 +207,22 @@ def make_pair_dataset(data_config, split: str, *, batch_size: int, seed: int,
     process_count: number of processes sharing the global batch.
     repeat: True: an endless stream of fresh pairs (every index differs).
       False: a finite split of `num_examples` pairs (for held-out evaluation).
-    num_examples: repeat=False: global number of pairs (default: one per
-      scene), rounded down to whole global batches. repeat=True: if given, the
-      stream cycles over the fixed pairs [0, num_examples).
+    num_examples: repeat=False: global number of pairs (default: the
+      split's `num_examples(data_config, split)`), rounded down to whole
+      global batches. repeat=True: if given, the stream cycles over the fixed
+      pairs [0, num_examples).
 
   Returns:
-    A dataset of dicts in the batch format of docs/architecture.md, leading
-    dimension b (drop_remainder), host-sharded as in the module docstring:
-    source/target_image (b, H, W, 3) float32 in [0, 1], source/target_mask and
-    valid_st/ts (b, H, W) float32 in {0, 1}, mapping_st/ts (b, H, W, 2)
-    float32 pixels (x, y), index (b,) int64. Source 'pf_pascal' instead
-    yields source/target_image, source/target_keypoints
-    (b, max_keypoints, 2) float32 resized pixels (x, y), -1 padded,
-    keypoint_valid (b, max_keypoints) float32 and index
-    (`semcorr_jax.data.real_pairs`); num_examples defaults to one per pair.
+    A dataset of dicts of `batch_spec(data_config, batch_size)`, leading
+    dimension b (drop_remainder), host-sharded as in the module docstring.
+    Synthetic pairs (`synthetic_pairs`): the batch format of
+    docs/architecture.md, source/target_image (b, H, W, 3) float32 in
+    [0, 1], source/target_mask and valid_st/ts (b, H, W) float32 in {0, 1},
+    mapping_st/ts (b, H, W, 2) float32 pixels (x, y), index (b,) int64. Real
+    pairs (`real_pairs`): source/target_image, source/target_bbox (b, 4)
+    and source/target_bbox_valid (b,), source/target_keypoints
+    (b, max_keypoints, 2) and keypoint_valid (b, max_keypoints) unless
+    max_keypoints is 0, index.
 
   Raises:
     SemcorrError: for inconsistent arguments.
@@ -208,21 +240,14 @@ def make_pair_dataset(data_config, split: str, *, batch_size: int, seed: int,
   if num_examples is not None and num_examples < 1:
     raise errors.SemcorrError(f'num_examples must be >= 1, got {num_examples}.')
 
-  if data_config.source == 'pf_pascal':
-    # Lazy: real pairs need tensorflow_datasets and a prepared dataset.
-    # pylint: disable-next=g-import-not-at-top
-    from semcorr_jax.data import real_pairs
-    pairs = real_pairs.pair_source(data_config, split)
-    make = real_pairs.example_fn(data_config, pairs, split, seed)
-    num_items = pairs.num_pairs
-  else:
-    source = sources.get_source(data_config, split)
-    make = example_fn(data_config, source, split, seed)
-    num_items = source.num_scenes
+  source = source_of(data_config)
+  make = source.example_fn(data_config, split, seed)
   if repeat:
     num_batches = _INDEX_STOP // global_batch
   else:
-    total = num_items if num_examples is None else num_examples
+    total = num_examples
+    if total is None:
+      total = source.num_examples(data_config, split)
     num_batches = total // global_batch
   first_batch = start_index // global_batch
 

@@ -5,13 +5,12 @@ for every pair it picks one scene (an image and the mask of its foreground),
 warps it twice and derives the ground truth from the two warps. Sources know
 nothing about warps, pairs or batches.
 
-Two sources exist:
+Scene sources of the pipeline (`pipeline.SOURCES`):
 
 * `'embedded'`: textured shapes with exact masks on photos bundled with
   scikit-image, generated on the fly (`semcorr_jax.data.embedded`).
 * `'voc2012'`: PASCAL VOC 2012 segmentation images with binary foreground masks
-  (`semcorr_jax.data.voc`, imported lazily because it needs a built TFDS
-  dataset).
+  (`semcorr_jax.data.voc`, built from the VOC files on first use).
 """
 
 from __future__ import annotations
@@ -99,30 +98,3 @@ def encode_png(array) -> bytes:
   if tensor.shape.rank == 2:
     tensor = tensor[..., None]
   return tf.io.encode_png(tensor).numpy()
-
-
-def get_source(data_config, split: str) -> SceneSource:
-  """Returns the scene source named by `data_config.source` for `split`.
-
-  Args:
-    data_config: the data config (`pipeline.default_data_config` documents
-      its fields); reads `source` and whatever the source reads.
-    split: `'train'` or `'heldout'` (sources may accept more, e.g. `'val'`).
-
-  Returns:
-    A `SceneSource`.
-
-  Raises:
-    SemcorrError: for an unknown source name.
-  """
-  source = data_config.source
-  if source == 'embedded':
-    from semcorr_jax.data import embedded  # pylint: disable=g-import-not-at-top
-    return embedded.scene_source(data_config, split)
-  if source == 'voc2012':
-    # Lazy: the VOC builder needs tensorflow_datasets and a prepared dataset.
-    from semcorr_jax.data import voc  # pylint: disable=g-import-not-at-top
-    return voc.scene_source(data_config, split)
-  raise errors.SemcorrError(
-      f"Unknown data source {source!r}; use 'embedded', 'voc2012' or "
-      "'pf_pascal' (real pairs).")

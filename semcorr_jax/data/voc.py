@@ -17,14 +17,15 @@ images; 122 of them are in trainval, leaving 2,791 scenes. An exclusion list
 has one VOC image id per line (`2008_000123`, or a file name/path ending in
 it) and `#` comments.
 
-Data config fields read (missing ones take the defaults shown):
-  data_dir: TFDS data dir (None: TFDS's default, `~/tensorflow_datasets`).
+Data config fields read (values: the config files, e.g. configs/sfnet.py):
+  data_dir: TFDS data dir (None or '': TFDS's default, `~/tensorflow_datasets`).
   manual_dir: `VOCtrainval_11-May-2012.tar` itself, or a folder holding it or
-    the extracted `VOCdevkit/` (None: `<data_dir>/downloads/manual`).
+    the extracted `VOCdevkit/` (None or '': `<data_dir>/downloads/manual`).
   exclude_list: None for the shipped PF-PASCAL test list, '' for none, or a
     path (or a sequence of paths) of exclusion lists.
-  heldout_scenes (100): size of the held-out slice.
-  void_as ('foreground'): how the void label 255 counts (`voc_builder`).
+  heldout_scenes: size of the held-out slice.
+  void_as: how the void label 255 counts, 'foreground' or 'background'
+    (`voc_builder`).
 
 With several processes, prepare the dataset once beforehand so that they do
 not all build it: `python -m semcorr_jax.data.voc --data_dir=D --manual_dir=M`.
@@ -44,14 +45,7 @@ from semcorr_jax.data import sources
 from semcorr_jax.data import voc_builder
 
 DEFAULT_EXCLUDE_LIST = epath.Path(__file__).parent / 'pf_pascal_test_images.txt'
-DEFAULT_HELDOUT_SCENES = 100
 SPLITS = ('train', 'heldout')
-
-
-def _field(data_config, name: str, default):
-  """`data_config.<name>`; `default` when it is missing, None or ''."""
-  value = getattr(data_config, name, None)
-  return default if value is None or value == '' else value
 
 
 def read_exclude_list(path: epath.PathLike) -> set[str]:
@@ -71,7 +65,7 @@ def read_exclude_list(path: epath.PathLike) -> set[str]:
 
 def excluded_ids(data_config) -> set[str]:
   """The union of the exclusion lists that `data_config.exclude_list` names."""
-  exclude_list = getattr(data_config, 'exclude_list', None)
+  exclude_list = data_config.exclude_list
   if exclude_list is None:
     return read_exclude_list(DEFAULT_EXCLUDE_LIST)
   if isinstance(exclude_list, str):
@@ -84,12 +78,12 @@ def excluded_ids(data_config) -> set[str]:
 
 def make_builder(data_config) -> voc_builder.Voc2012Segmentation:
   """The builder for `data_config.void_as` in `data_config.data_dir`."""
-  void_as = _field(data_config, 'void_as', 'foreground')
+  void_as = data_config.void_as
   if void_as not in ('foreground', 'background'):
     raise errors.SemcorrError(
         f"void_as={void_as!r}; use 'foreground' or 'background'.")
   return voc_builder.Voc2012Segmentation(
-      config=f'void_{void_as}', data_dir=_field(data_config, 'data_dir', None))
+      config=f'void_{void_as}', data_dir=data_config.data_dir or None)
 
 
 def prepare(data_config) -> voc_builder.Voc2012Segmentation:
@@ -101,7 +95,7 @@ def prepare(data_config) -> voc_builder.Voc2012Segmentation:
   builder = make_builder(data_config)
   if not builder.is_prepared():
     manual_dir = voc_builder.manual_folder(
-        _field(data_config, 'manual_dir', None)
+        data_config.manual_dir
         or builder.data_dir_root / 'downloads' / 'manual')
     voc_builder.find_voc(manual_dir)  # Fails early with a clear message.
     builder.download_and_prepare(
@@ -121,6 +115,18 @@ def load_encoded(builder: tfds.core.DatasetBuilder, split: str = 'trainval'
        example['mask'])
       for example in tfds.as_numpy(dataset))
   return [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
+
+
+def load_ids(builder: tfds.core.DatasetBuilder, split: str = 'trainval'
+             ) -> list[str]:
+  """The sorted image ids of a prepared split (images are not decoded)."""
+  dataset = builder.as_dataset(
+      split=split, shuffle_files=False,
+      decoders={'image': tfds.decode.SkipDecoding(),
+                'mask': tfds.decode.SkipDecoding()})
+  names = dataset.map(lambda example: example['file_name'])
+  return sorted(epath.Path(name.decode()).stem
+                for name in tfds.as_numpy(names))
 
 
 def split_ids(ids: Sequence[str], exclude: set[str], heldout_scenes: int,
@@ -152,8 +158,7 @@ def scene_source(data_config, split: str) -> sources.InMemorySource:
   Raises:
     SemcorrError: for a bad split or config value, or missing VOC files.
   """
-  heldout_scenes = int(
-      _field(data_config, 'heldout_scenes', DEFAULT_HELDOUT_SCENES))
+  heldout_scenes = int(data_config.heldout_scenes)
   exclude = excluded_ids(data_config)
   if split not in SPLITS:  # Before any (slow) preparation.
     split_ids([], exclude, heldout_scenes, split)
@@ -164,6 +169,19 @@ def scene_source(data_config, split: str) -> sources.InMemorySource:
       [masks[i] for i in chosen])
   source.image_ids = [ids[i] for i in chosen]  # For logs and debugging.
   return source
+
+
+def scene_count(data_config, split: str) -> int:
+  """The number of scenes `scene_source(data_config, split)` holds.
+
+  Prepares the dataset if needed and reads only the image ids.
+  """
+  heldout_scenes = int(data_config.heldout_scenes)
+  exclude = excluded_ids(data_config)
+  if split not in SPLITS:  # Before any (slow) preparation.
+    split_ids([], exclude, heldout_scenes, split)
+  ids = load_ids(prepare(data_config))
+  return len(split_ids(ids, exclude, heldout_scenes, split))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

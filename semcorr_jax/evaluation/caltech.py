@@ -48,12 +48,24 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from semcorr_jax import errors
+from semcorr_jax.evaluation import per_flow
 
 PRIMARY_METRIC = 'iou'
 METRICS = ('label_transfer_accuracy', 'iou', 'localization_error')
 REFERENCES = ('weakalign', 'dsp')
 _LABELS = {'label_transfer_accuracy': 'LT-ACC', 'iou': 'IoU',
            'localization_error': 'LOC-ERR'}
+
+
+def is_flow_metric(key: str) -> bool:
+  """Whether a record or summary key depends on the flow scored."""
+  return key in METRICS
+
+
+def metric_names(protocol: Any = None, confidence: bool = False) -> set[str]:
+  """The scalar summary keys of one flow (no confidence metrics here)."""
+  del protocol, confidence
+  return set(METRICS) | {'num_pairs'}
 
 
 def polygon_to_mask(polygon: np.ndarray, height: int, width: int
@@ -358,13 +370,21 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def markdown(summary: Mapping[str, Any]) -> str:
-  """A Markdown table of LT-ACC, IoU and LOC-ERR (and the pair count)."""
-  lines = ['| metric | value |', '|---|---:|']
+  """A Markdown table of LT-ACC, IoU and LOC-ERR (and the pair count); one
+  column per flow when `summary['flows']` names several."""
+  flows = per_flow.described(summary)
+  views = [per_flow.view(summary, f['prefix'], is_flow_metric)
+           for f in flows]
+  names = [f['name'] for f in flows] if len(flows) > 1 else ['value']
+  lines = ['| metric | ' + ' | '.join(names) + ' |',
+           '|---|' + '---:|' * len(names)]
   for metric in METRICS:
-    value = summary.get(metric)
-    text = ('n/a' if value is None or not math.isfinite(value)
-            else f'{value:.3f}')
+    cells = []
+    for view in views:
+      value = view.get(metric)
+      cells.append('n/a' if value is None or not math.isfinite(value)
+                   else f'{value:.3f}')
     arrow = ' (lower is better)' if metric == 'localization_error' else ''
-    lines.append(f'| {_LABELS[metric]}{arrow} | {text} |')
+    lines.append(f'| {_LABELS[metric]}{arrow} | ' + ' | '.join(cells) + ' |')
   lines.append(f'| pairs | {summary.get("num_pairs", 0)} |')
   return '\n'.join(lines)

@@ -1,11 +1,11 @@
 """Confidence metrics: does a model know which of its matches are right?
 
-A method may output, beside its mappings, confidence maps (CAMNet's
-'confidence_st' (B, H, W) on the source grid for mapping_st,
-'confidence_ts' on the target grid for mapping_ts, and 'base_confidence_*'
-for the base mappings 'base_mapping_*'). A keypoint moved from image a to
-image b by `mapping_ab` gets the confidence read at it from
-`confidence_ab` (bilinear, as the mapping itself: `read_map`).
+A flow may declare a `confidence` extra (`semcorr_jax.outputs`): beside its
+mappings the method predicts 'confidence_st' (B, H, W) on the source grid for
+mapping_st and 'confidence_ts' on the target grid for mapping_ts (prefixed
+like the flow's mappings). A keypoint moved from image a to image b by
+`mapping_ab` gets the confidence read at it from `confidence_ab` (bilinear,
+as the mapping itself: `read_map`).
 
 For each PCK alpha a keypoint is *correct* when its distance `d <= alpha L`
 (ties correct, as `evaluation.pck`). `confidence_metrics` pools keypoints
@@ -21,9 +21,10 @@ For each PCK alpha a keypoint is *correct* when its distance `d <= alpha L`
 * `num_keypoints`, `num_high`, `num_low`, `frac_high`, `frac_low`
   (independent of alpha) and `mean` (mean confidence).
 
-Reports prefix these keys: `confidence_` for the final (refined) mapping,
-`base_confidence_` for the base mapping (`prefixed`, `unprefixed`).
-Points are `(x, y)` in pixels (docs/architecture.md).
+Reports prefix these keys with `PREFIX` after the flow's own prefix
+(`confidence_auc@0.1` for the primary flow, `<flow>_confidence_auc@0.1` for
+another one; `prefixed`, `unprefixed`). Points are `(x, y)` in pixels
+(docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -33,22 +34,17 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from semcorr_jax.evaluation import keypoints as kp
-from semcorr_jax.evaluation.reports import alpha_key
+from semcorr_jax.evaluation import pck as pck_lib
 
 DEFAULT_SPLIT = 0.5
 PREFIX = 'confidence_'
-BASE_PREFIX = 'base_'
-CONVENTIONS = {
-    'base_*': ('the same keypoints and protocol scored with the base '
-               "mappings 'base_mapping_st'/'_ts' instead of the final ones"),
-    'confidence_*': ("confidence_ab read bilinearly at the keypoints moved "
-                     'by mapping_ab (base_confidence_* likewise for the base '
-                     'mappings); keypoints pooled over pairs (and '
-                     'directions); auc@alpha = ROC AUC (Mann-Whitney, ties '
-                     '1/2) of the confidence for "distance <= alpha L"; '
-                     'pck_high/pck_low = that PCK among keypoints with '
-                     'confidence >= / < confidence_split'),
-}
+# Stored beside the numbers under 'confidence_*' in the conventions.
+CONVENTION = ("confidence_ab read bilinearly at the keypoints moved by "
+              'mapping_ab (<flow>_confidence_* likewise for the other '
+              'flows); keypoints pooled over pairs (and directions); '
+              'auc@alpha = ROC AUC (Mann-Whitney, ties 1/2) of the confidence '
+              'for "distance <= alpha L"; pck_high/pck_low = that PCK among '
+              'keypoints with confidence >= / < confidence_split')
 
 
 def roc_auc(scores: Any, labels: Any) -> float:
@@ -151,12 +147,22 @@ def confidence_metrics(confidence: Any, distances: Any, lengths: Any,
       'frac_high': _fraction(high), 'frac_low': _fraction(~high),
       'mean': _fraction(confidence)}
   for alpha in alphas:
-    k = alpha_key(alpha)
+    k = pck_lib.alpha_key(alpha)
     correct = distances <= float(alpha) * lengths  # same test as pck.pck
     out[f'auc@{k}'] = roc_auc(confidence, correct)
     out[f'pck_high@{k}'] = _fraction(correct[high])
     out[f'pck_low@{k}'] = _fraction(correct[~high])
   return out
+
+
+def metric_names(alphas: Sequence[float]) -> set[str]:
+  """The keys of `confidence_metrics` (unprefixed)."""
+  names = {'num_keypoints', 'num_high', 'num_low', 'frac_high', 'frac_low',
+           'mean'}
+  for alpha in alphas:
+    k = pck_lib.alpha_key(alpha)
+    names |= {f'auc@{k}', f'pck_high@{k}', f'pck_low@{k}'}
+  return names
 
 
 def prefixed(metrics: Mapping[str, Any], prefix: str) -> dict[str, Any]:
@@ -201,7 +207,7 @@ def markdown_table(rows: Sequence[tuple[str, Mapping[str, Any]]],
     share = (f"{_fmt(m.get('frac_high'))} ({m.get('num_high')} of "
              f"{m.get('num_keypoints')})")
     for a in alphas:
-      k = alpha_key(a)
+      k = pck_lib.alpha_key(a)
       lines.append('| ' + ' | '.join([
           name, k, _fmt(m.get(f'auc@{k}')), _fmt(m.get(f'pck_high@{k}')),
           _fmt(m.get(f'pck_low@{k}')), share, _fmt(m.get('mean'))]) + ' |')

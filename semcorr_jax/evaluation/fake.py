@@ -21,17 +21,19 @@ affine in pixels, so its bilinear read-out is exact). With padding only the
 identity stays exact (an affine map of the padded frame is another affine
 map of the content, not A).
 
-`confidence_predict_fn(A, A_base, ...)` imitates CAMNet's outputs: refined
-mappings of A, base mappings of A_base and confidence maps given as
-functions of each grid's normalised (x, y) (`tent_confidence`).
+`flows_predict_fn(flows, matrices, confidences)` is a model of several
+named flows (`semcorr_jax.outputs`): each flow's mappings are affine with
+its own matrix, and flows declaring a confidence get confidence maps given
+as functions of each grid's normalised (x, y) (`tent_confidence`).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from semcorr_jax import outputs
 from semcorr_jax.errors import SemcorrError
 
 _IDENTITY = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
@@ -130,38 +132,42 @@ def _confidence_map(fn: ConfidenceFn | float, hw) -> np.ndarray:
   return np.asarray(fn(grid_n[..., 0], grid_n[..., 1]), np.float64)
 
 
-def confidence_predict_fn(matrix: Any, base_matrix: Any,
-                          confidence: ConfidenceFn | float = tent_confidence,
-                          base_confidence: ConfidenceFn | float = (
-                              tent_confidence)):
-  """A fake CAMNet: refined and base affine mappings with confidence maps.
+def flows_predict_fn(flows: Sequence[outputs.Flow],
+                     matrices: Mapping[str, Any],
+                     confidences: Mapping[str, ConfidenceFn | float] | None = (
+                         None)):
+  """A fake model of several named flows, with confidence maps.
 
   Args:
-    matrix: (2, 3) affine map of the refined (final) mappings
-      ('mapping_st'/'_ts', as `affine_predict_fn`).
-    base_matrix: (2, 3) affine map of 'base_mapping_st'/'_ts'.
-    confidence: 'confidence_st' on the source grid and 'confidence_ts' on
-      the target grid: a function of the grid's normalised `(x_n, y_n)`
-      ((H, W) arrays -> (H, W) values in [0, 1]) or a constant.
-    base_confidence: the same for 'base_confidence_st'/'_ts'.
+    flows: the declared flows (the first is the primary one).
+    matrices: {flow name: (2, 3) affine map} of every flow's mappings (as
+      `affine_predict_fn`).
+    confidences: {flow name: map} for flows declaring a 'confidence' extra:
+      'confidence_st' on the source grid and 'confidence_ts' on the target
+      grid, a function of the grid's normalised `(x_n, y_n)` ((H, W) arrays
+      -> (H, W) values in [0, 1]) or a constant; default `tent_confidence`.
 
   Returns:
-    `predict_fn(source, target)` -> the eight arrays above, float64 numpy:
-    mappings (B, H, W, 2) in model-input pixels, confidences (B, H, W).
+    `predict_fn(source, target)` -> flat outputs (`outputs.join`), float64
+    numpy: mappings (B, H, W, 2) in model-input pixels, confidences
+    (B, H, W).
   """
-  refined = affine_predict_fn(matrix)
-  base = affine_predict_fn(base_matrix)
+  flows = outputs.check(flows)
+  confidences = dict(confidences or {})
+  mapping_fns = {f.name: affine_predict_fn(matrices[f.name]) for f in flows}
 
   def predict_fn(source: Any, target: Any) -> dict[str, np.ndarray]:
     batch, src_hw, tgt_hw = _shapes(source, target)
-    out = dict(refined(source, target))
-    out.update({'base_' + k: v for k, v in base(source, target).items()})
-    for name, fn in (('confidence', confidence),
-                     ('base_confidence', base_confidence)):
-      for d, hw in (('st', src_hw), ('ts', tgt_hw)):
-        value = _confidence_map(fn, hw)
-        out[f'{name}_{d}'] = np.broadcast_to(value, (batch,) + value.shape
-                                             ).copy()
-    return out
+    per_flow = {}
+    for flow in flows:
+      maps = dict(mapping_fns[flow.name](source, target))
+      if outputs.CONFIDENCE in flow.extras:
+        fn = confidences.get(flow.name, tent_confidence)
+        for d, hw in (('st', src_hw), ('ts', tgt_hw)):
+          value = _confidence_map(fn, hw)
+          maps[f'{outputs.CONFIDENCE}_{d}'] = np.broadcast_to(
+              value, (batch,) + value.shape).copy()
+      per_flow[flow.name] = maps
+    return outputs.join(flows, per_flow)
 
   return predict_fn

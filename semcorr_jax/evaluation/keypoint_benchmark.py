@@ -24,16 +24,13 @@ Per pair (protocol fields: `semcorr_jax.evaluation.protocol`):
   the reported PCK = mean over pairs, pairs without valid keypoints (NaN)
   skipped (weakalign `pck`, reference-facts.md §D.4).
 
-Predictions with CAMNet's extra outputs get more (absent otherwise, so
-other methods' records and summaries are unchanged): with
-'base_mapping_st'/'_ts' the same scores of the base mapping, prefixed
-'base_' ('base_pck@0.1', 'base_mean_error_px', per pair, category and
-factor); with the confidence map of the direction ('confidence_ts' on the
-target grid for 'ts', read at the moved keypoints, `PairPrediction.read_map`)
-the records keep the valid keypoints' 'keypoint_confidence' and
-'keypoint_error_px' (comparison frame), and the summary holds their pooled
-`evaluation.confidence` metrics 'confidence_*' (and 'base_confidence_*' from
-'base_confidence_<direction>' with the base errors).
+A prediction is one flow's maps (the runner scores every declared flow
+through its own `PairPrediction` and prefixes the keys `is_flow_metric`
+names, `evaluation.per_flow`). With the confidence map of the direction
+('confidence_ts' on the target grid for 'ts', read at the moved keypoints,
+`PairPrediction.read_map`) the records keep the valid keypoints'
+'keypoint_confidence' and 'keypoint_error_px' (comparison frame), and the
+summary holds their pooled `evaluation.confidence` metrics 'confidence_*'.
 """
 
 from __future__ import annotations
@@ -47,8 +44,8 @@ from semcorr_jax.errors import SemcorrError
 from semcorr_jax.evaluation import confidence as conf_lib
 from semcorr_jax.evaluation import keypoints as kp
 from semcorr_jax.evaluation import pck as pck_lib
+from semcorr_jax.evaluation import per_flow
 from semcorr_jax.evaluation.protocol import PairPrediction
-from semcorr_jax.evaluation.reports import alpha_key
 
 PRIMARY_METRIC = 'pck@0.1'
 COMMON_FIELDS = frozenset((
@@ -56,10 +53,29 @@ COMMON_FIELDS = frozenset((
     'category', 'source_keypoints', 'target_keypoints', 'keypoint_valid',
     'source_bbox', 'target_bbox', 'flip'))
 _RECORD_FIELDS = frozenset(('pair_id', 'category', 'num_keypoints',
-                            'threshold_px', 'mean_error_px'))
-# Per-keypoint lists of the confidence metrics ('' and 'base_' flows).
-_KEYPOINT_FIELDS = frozenset(f'{p}keypoint_{k}' for p in ('', 'base_')
-                             for k in ('confidence', 'error_px'))
+                            'threshold_px'))
+# Fields of a record or summary that depend on the flow scored.
+_FLOW_FIELDS = frozenset(('mean_error_px', 'keypoint_confidence',
+                          'keypoint_error_px'))
+alpha_key = pck_lib.alpha_key
+
+
+def is_flow_metric(key: str) -> bool:
+  """Whether a record or summary key depends on the flow scored."""
+  return (key in _FLOW_FIELDS or key.startswith('pck@') or
+          (key.startswith(conf_lib.PREFIX) and key != 'confidence_split'))
+
+
+def metric_names(protocol: ml_collections.ConfigDict,
+                 confidence: bool = False) -> set[str]:
+  """The scalar summary keys of one flow (`confidence`: with its map)."""
+  names = {'num_pairs', 'num_keypoints', 'mean_error_px'}
+  names |= {f'pck@{alpha_key(a)}' for a in protocol.alphas}
+  if confidence:
+    names |= {conf_lib.PREFIX + k
+              for k in conf_lib.metric_names(protocol.alphas)}
+    names.add('confidence_split')
+  return names
 
 
 def prepare_example(example: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -127,8 +143,8 @@ def score_pair(example: Mapping[str, Any], prediction: PairPrediction,
     'pair_id', 'category' (str), 'num_keypoints' (valid ones),
     'threshold_px' (L at alpha = 1 in the comparison frame), 'pck@<alpha>',
     'mean_error_px', plus the example's extra int/bool scalars (e.g. SPair's
-    'viewpoint_variation'); with base mappings / confidence maps the fields
-    of the module docstring ('base_pck@<alpha>', 'keypoint_confidence', ...).
+    'viewpoint_variation'); with a confidence map the fields
+    of the module docstring ('keypoint_confidence', 'keypoint_error_px').
   """
   _check(protocol)
   src_hw = _image_hw(example, 'source', prediction.source_hw)
@@ -146,15 +162,13 @@ def score_pair(example: Mapping[str, Any], prediction: PairPrediction,
     moved, gt, hw, side = tgt_kps[valid], src_kps[valid], src_hw, 'source'
   else:
     moved, gt, hw, side = src_kps[valid], tgt_kps[valid], tgt_hw, 'target'
-  flows = [''] + (['base_'] if f'base_mapping_{direction}'
-                  in prediction.outputs else [])
-  preds = {f: (prediction.transfer(moved, direction, f) if len(moved)
-               else np.zeros((0, 2))) for f in flows}
+  pred = (prediction.transfer(moved, direction) if len(moved)
+          else np.zeros((0, 2)))
   bbox = np.asarray(example.get(f'{side}_bbox', [np.nan] * 4),
                     np.float64).reshape(4)
   if protocol.frame == 'square':
     s = float(protocol.square_side)
-    preds = {f: pck_lib.square_points(p, hw, s) for f, p in preds.items()}
+    pred = pck_lib.square_points(pred, hw, s)
     gt = pck_lib.square_points(gt, hw, s)
     bbox = pck_lib.square_points(bbox.reshape(2, 2), hw, s).reshape(4)
     img_side = s
@@ -171,18 +185,15 @@ def score_pair(example: Mapping[str, Any], prediction: PairPrediction,
             'category': _text(example.get('category', '')),
             'num_keypoints': int(len(gt)),
             'threshold_px': float(length)}
-  for flow, pred in preds.items():
-    for alpha in protocol.alphas:
-      record[f'{flow}pck@{alpha_key(alpha)}'] = pck_lib.pck(
-          pred, gt, float(alpha) * length)
-    record[f'{flow}mean_error_px'] = pck_lib.end_point_error(pred, gt)
-  for flow, pred in preds.items():
-    if f'{flow}confidence_{direction}' in prediction.outputs:
-      conf = (prediction.read_map(moved, direction, f'{flow}confidence')
-              if len(moved) else np.zeros(0))
-      record[f'{flow}keypoint_confidence'] = conf.tolist()
-      record[f'{flow}keypoint_error_px'] = pck_lib.point_distances(
-          pred, gt).tolist()
+  for alpha in protocol.alphas:
+    record[f'pck@{alpha_key(alpha)}'] = pck_lib.pck(
+        pred, gt, float(alpha) * length)
+  record['mean_error_px'] = pck_lib.end_point_error(pred, gt)
+  if f'{conf_lib.PREFIX}{direction}' in prediction.outputs:
+    conf = (prediction.read_map(moved, direction) if len(moved)
+            else np.zeros(0))
+    record['keypoint_confidence'] = conf.tolist()
+    record['keypoint_error_px'] = pck_lib.point_distances(pred, gt).tolist()
   for key, value in example.items():
     if key in COMMON_FIELDS or key in record:
       continue
@@ -192,44 +203,33 @@ def score_pair(example: Mapping[str, Any], prediction: PairPrediction,
   return record
 
 
-def _metrics_keys(alphas: Sequence[float], flow: str = '') -> list[str]:
-  return [f'{flow}pck@{alpha_key(a)}' for a in alphas] + [
-      f'{flow}mean_error_px']
+def _metrics_keys(alphas: Sequence[float]) -> list[str]:
+  return [f'pck@{alpha_key(a)}' for a in alphas] + ['mean_error_px']
 
 
-def _flows(records: Sequence[Mapping[str, Any]]) -> list[str]:
-  """'' and, when every record has the base mapping's scores, 'base_'."""
-  based = records and all('base_mean_error_px' in r for r in records)
-  return ['', 'base_'] if based else ['']
-
-
-def _group(records: Sequence[Mapping[str, Any]], alphas: Sequence[float],
-           flows: Sequence[str] = ('',)) -> dict[str, Any]:
+def _group(records: Sequence[Mapping[str, Any]], alphas: Sequence[float]
+           ) -> dict[str, Any]:
   out = {'num_pairs': len(records),
          'num_keypoints': int(sum(r['num_keypoints'] for r in records))}
-  for flow in flows:
-    for key in _metrics_keys(alphas, flow):
-      out[key] = pck_lib.mean_over_pairs([r[key] for r in records])
+  for key in _metrics_keys(alphas):
+    out[key] = pck_lib.mean_over_pairs([r[key] for r in records])
   return out
 
 
 def _confidence_summary(records: Sequence[Mapping[str, Any]],
                         alphas: Sequence[float]) -> dict[str, Any]:
-  """Pooled confidence metrics of every flow with per-keypoint lists."""
-  out: dict[str, Any] = {}
-  for flow in ('', 'base_'):
-    scored = [r for r in records if f'{flow}keypoint_confidence' in r]
-    if not scored:
-      continue
-    lengths = [np.full(len(r[f'{flow}keypoint_confidence']),
-                       r['threshold_px']) for r in scored]
-    metrics = conf_lib.confidence_metrics(
-        np.concatenate([r[f'{flow}keypoint_confidence'] for r in scored]),
-        np.concatenate([r[f'{flow}keypoint_error_px'] for r in scored]),
-        np.concatenate(lengths), alphas)
-    out.update(conf_lib.prefixed(metrics, flow + conf_lib.PREFIX))
-  if out:
-    out['confidence_split'] = conf_lib.DEFAULT_SPLIT
+  """Pooled confidence metrics of the records' per-keypoint lists."""
+  scored = [r for r in records if 'keypoint_confidence' in r]
+  if not scored:
+    return {}
+  lengths = [np.full(len(r['keypoint_confidence']), r['threshold_px'])
+             for r in scored]
+  metrics = conf_lib.confidence_metrics(
+      np.concatenate([r['keypoint_confidence'] for r in scored]),
+      np.concatenate([r['keypoint_error_px'] for r in scored]),
+      np.concatenate(lengths), alphas)
+  out = conf_lib.prefixed(metrics, conf_lib.PREFIX)
+  out['confidence_split'] = conf_lib.DEFAULT_SPLIT
   return out
 
 
@@ -248,7 +248,8 @@ def conventions(protocol: ml_collections.ConfigDict) -> dict[str, str]:
               'compared in',
       'kps': 'L = max side of the extent of the valid keypoints of the image '
              'compared in' + (', padded with -1 rows to 40 points first '
-                              '(DHPF/CATs bug)'
+                              '(a bug of published code: '
+                              'pck.keypoint_extent_threshold)'
                               if protocol.kps_padding_bug else '')}
   frame = {
       'square': (f'points (and box) of the compared image scaled by '
@@ -274,48 +275,48 @@ def conventions(protocol: ml_collections.ConfigDict) -> dict[str, str]:
   }
 
 
+def _is_factor(key: str, value: Any) -> bool:
+  """An extra int/bool field of the records (e.g. SPair's 'occlusion')."""
+  return (key not in _RECORD_FIELDS and not is_flow_metric(key) and
+          isinstance(value, (bool, int, np.bool_, np.integer)))
+
+
 def summarize(records: Sequence[Mapping[str, Any]],
               protocol: ml_collections.ConfigDict) -> dict[str, Any]:
-  """Means over pairs, per category and per extra factor.
+  """Means over pairs, per category and per extra factor (one flow).
 
   Returns:
     'num_pairs', 'num_keypoints', 'pck@<alpha>', 'mean_error_px',
     'per_category' {name: {'num_pairs', 'num_keypoints', 'pck@..',
     'mean_error_px'}}, 'per_factor' {field: {str(value): same}} for the
     extra int/bool fields (e.g. SPair's 'occlusion'), 'alphas',
-    'primary_metric', 'protocol' (dict), 'conventions' (strings); with the
-    base mapping's scores 'base_pck@<alpha>', 'base_mean_error_px' (overall,
-    per category, per factor); with per-keypoint confidences the pooled
-    'confidence_*' / 'base_confidence_*' metrics and 'confidence_split'.
+    'primary_metric', 'protocol' (dict), 'conventions' (strings); with
+    per-keypoint confidences the pooled 'confidence_*' metrics and
+    'confidence_split'.
   """
   alphas = tuple(protocol.alphas)
-  flows = _flows(records)
-  summary = _group(records, alphas, flows)
+  summary = _group(records, alphas)
   summary.update(_confidence_summary(records, alphas))
   categories = sorted({r['category'] for r in records})
   summary['per_category'] = {
-      c: _group([r for r in records if r['category'] == c], alphas, flows)
+      c: _group([r for r in records if r['category'] == c], alphas)
       for c in categories}
-  metric_keys = (set(_metrics_keys(alphas)) | set(_metrics_keys(
-      alphas, 'base_')) | _RECORD_FIELDS | _KEYPOINT_FIELDS)
-  factors = sorted({k for r in records for k in r if k not in metric_keys})
+  factors = sorted({k for r in records for k, v in r.items()
+                    if _is_factor(k, v)})
   per_factor = {}
   for name in factors:
     values = sorted({r[name] for r in records if name in r})
     per_factor[name] = {
-        str(v): _group([r for r in records if r.get(name) == v], alphas,
-                       flows)
+        str(v): _group([r for r in records if r.get(name) == v], alphas)
         for v in values}
   summary['per_factor'] = per_factor
   summary['alphas'] = list(alphas)
   summary['primary_metric'] = PRIMARY_METRIC
   summary['protocol'] = protocol.to_dict()
   summary['conventions'] = conventions(protocol)
-  if len(flows) > 1:
-    summary['conventions']['base_*'] = conf_lib.CONVENTIONS['base_*']
   if 'confidence_split' in summary:
     summary['conventions']['confidence_*'] = (
-        conf_lib.CONVENTIONS['confidence_*'] + ' (L as the PCK threshold)')
+        conf_lib.CONVENTION + ' (L as the PCK threshold)')
   return summary
 
 
@@ -340,18 +341,19 @@ def _table(first: str, rows: Sequence[tuple[str, Mapping[str, Any]]],
 
 
 def markdown(summary: Mapping[str, Any]) -> str:
-  """Overall row, per-category and per-factor tables, then the conventions."""
+  """Overall row, every flow, confidences, per-category and per-factor
+  tables (the primary flow), then the conventions."""
   alphas = summary['alphas']
   lines = _table('', [('all', summary)], alphas) + ['']
-  if 'base_mean_error_px' in summary:
-    base = dict(summary, **conf_lib.unprefixed(summary, 'base_'))
-    lines += ['Base vs refined flow (refined = the final mapping):', '']
-    lines += _table('flow', [('refined', summary), ('base', base)],
-                    alphas) + ['']
+  flows = per_flow.described(summary)
+  if len(flows) > 1:
+    rows = [(f['name'], per_flow.view(summary, f['prefix'], is_flow_metric))
+            for f in flows]
+    lines += ['Every flow (the first is the primary flow, as above):', '']
+    lines += _table('flow', rows, alphas) + ['']
   table = conf_lib.markdown_table(
-      [('refined', conf_lib.unprefixed(summary, conf_lib.PREFIX)),
-       ('base', conf_lib.unprefixed(summary, 'base_' + conf_lib.PREFIX))],
-      alphas, summary.get('confidence_split', conf_lib.DEFAULT_SPLIT))
+      per_flow.confidence_rows(summary), alphas,
+      summary.get('confidence_split', conf_lib.DEFAULT_SPLIT))
   if table:
     lines += ['Confidence of the matches (valid keypoints of all pairs '
               'pooled; correct = d <= alpha L):', ''] + table + ['']

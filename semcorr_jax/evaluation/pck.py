@@ -21,6 +21,13 @@ import numpy as np
 
 from semcorr_jax.evaluation import keypoints as kp
 
+DEFAULT_ALPHAS = (0.05, 0.1, 0.15)
+
+
+def alpha_key(alpha: float) -> str:
+  """Canonical spelling of alpha in result keys: 0.1 -> '0.1' ('pck@0.1')."""
+  return f'{float(alpha):g}'
+
 
 def point_distances(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
   """Euclidean distances between matching points.

@@ -46,7 +46,8 @@ reference-facts.md §A.7, §D.4; DHPF entries partly [unverified]):
 * synthetic: kept for completeness; `evaluation.synthetic` scores both
   directions itself.
 
-`apply_preset(protocol, 'sfnet')` gives SFNet's 288 + 16 input;
+`apply_preset(protocol, 'padded')` gives SFNet's evaluation input (288 x 288
++ 16 px of padding on every side; the preset's published name is an alias);
 `apply_preset(protocol, 'resize')` the plain resize to the model size.
 
 Coordinates (docs/architecture.md): an original pixel (x, y) of a W x H image
@@ -60,18 +61,21 @@ from typing import Any, Callable, Mapping, Sequence
 
 import ml_collections
 import numpy as np
+from skimage import filters
 
 from semcorr_jax.errors import SemcorrError
 from semcorr_jax.evaluation import keypoints as kp
-from semcorr_jax.evaluation.reports import DEFAULT_ALPHAS
+from semcorr_jax.evaluation import pck as pck_lib
 from semcorr_jax.geometry import grids
 
 BENCHMARKS = ('pf_pascal', 'pf_willow', 'spair71k', 'tss', 'caltech101',
               'synthetic')
 PRESETS = {
     'resize': {'input_size': None, 'pad': 0},
-    'sfnet': {'input_size': (288, 288), 'pad': 16},
+    'padded': {'input_size': (288, 288), 'pad': 16},
 }
+# Other names of presets: the method that published the protocol.
+PRESET_ALIASES = {'sfnet': 'padded'}
 _OVERRIDES = {
     'pf_pascal': {'threshold': 'img', 'frame': 'square'},
     'pf_willow': {'threshold': 'kps', 'frame': 'original'},
@@ -96,7 +100,7 @@ def default_protocol(benchmark: str) -> ml_collections.ConfigDict:
       'benchmark': benchmark,
       'input_size': None,
       'pad': 0,
-      'alphas': tuple(DEFAULT_ALPHAS),
+      'alphas': tuple(pck_lib.DEFAULT_ALPHAS),
       'direction': 'ts',
       'threshold': 'img',
       'frame': 'original',
@@ -115,14 +119,20 @@ def apply_preset(protocol: ml_collections.ConfigDict, name: str
                  ) -> ml_collections.ConfigDict:
   """A copy of `protocol` with the `PRESETS[name]` fields set.
 
+  Args:
+    protocol: a protocol.
+    name: a key of `PRESETS` or of `PRESET_ALIASES`.
+
   Raises:
     SemcorrError: unknown preset.
   """
-  if name not in PRESETS:
+  preset = PRESETS.get(PRESET_ALIASES.get(name, name))
+  if preset is None:
+    aliases = ', '.join(f'{a} = {p}' for a, p in PRESET_ALIASES.items())
     raise SemcorrError(f'unknown protocol preset {name!r}; known: '
-                       f'{", ".join(PRESETS)}')
+                       f'{", ".join(PRESETS)} (aliases: {aliases})')
   out = ml_collections.ConfigDict(protocol.to_dict())
-  for key, value in PRESETS[name].items():
+  for key, value in preset.items():
     out[key] = value
   return out
 
@@ -180,7 +190,6 @@ def resize_image(image: Any, out_hw: Sequence[int]) -> np.ndarray:
            zip(image.shape[:2], (out_h, out_w))]
   sigma = [max(0.0, (s - 1.0) / 2.0) for s in scale]
   if max(sigma) > 0.25:
-    from skimage import filters  # pylint: disable=g-import-not-at-top
     image = filters.gaussian(image, sigma=sigma, mode='nearest',
                              channel_axis=-1, preserve_range=True)
   # pylint: disable=protected-access
@@ -260,8 +269,8 @@ class PairPrediction:
   Attributes:
     outputs: the model outputs of this pair, numpy: 'mapping_st' (Hm, Wm, 2)
       target model-input (x, y) for every source model-input pixel,
-      'mapping_ts' the other way, plus any extra maps (e.g. CAMNet's
-      'base_mapping_st'/'_ts', read with `transfer(..., prefix='base_')`,
+      'mapping_ts' the other way, plus any extra maps (another flow's
+      '<flow>_mapping_st'/'_ts', read with `transfer(..., prefix='<flow>_')`,
       and 'confidence_st'/'_ts' (Hm, Wm), read with `read_map`).
     source_hw: (H_s, W_s) of the original source.
     target_hw: (H_t, W_t) of the original target.
@@ -307,8 +316,8 @@ class PairPrediction:
       points: (N, 2) (x, y) in the original pixels of the 'from' image
         (source for 'st', target for 'ts').
       direction: 'st' or 'ts'.
-      prefix: '' reads 'mapping_<direction>', 'base_' the base mapping
-        'base_mapping_<direction>'.
+      prefix: '' reads 'mapping_<direction>', '<flow>_' another flow's
+        '<flow>_mapping_<direction>' (`semcorr_jax.outputs.prefix`).
 
     Returns:
       (N, 2) float64 (x, y) in the other image's original pixels.
@@ -328,7 +337,7 @@ class PairPrediction:
       points: (N, 2) (x, y) in the original pixels of the 'from' image.
       direction: 'st' or 'ts'.
       name: the map's name before the direction suffix ('confidence',
-        'base_confidence').
+        '<flow>_confidence').
 
     Returns:
       (N,) float64.
@@ -348,7 +357,7 @@ class PairPrediction:
 
     Args:
       direction: 'st' (mapping_st on the source grid) or 'ts'.
-      prefix: '' or 'base_' (`transfer`).
+      prefix: '' or another flow's prefix (`transfer`).
 
     Returns:
       (H_a, W_a, 2) float32: `transfer` of every original pixel of a.

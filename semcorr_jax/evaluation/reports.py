@@ -3,36 +3,43 @@
 `write_eval(workdir, name, results)` writes `workdir/eval/<name>.json` (strict
 JSON: NaN becomes null) and `workdir/eval/<name>.md`; `format_comparison`
 prints a trained model's PCK beside the untrained model's, as every synthetic
-result must be (design.md, Evaluation).
+result must be (design.md, Evaluation), with a table per declared flow
+(`per_flow`) and the confidence metrics of the flows that have them.
+`write_all` replaces several files together or none of them.
+
+Results may hold in-memory entries for the files an evaluator writes besides
+the JSON (e.g. pairs to draw) under `ARTEFACTS`; they never go into a JSON
+file (`json_ready`).
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import os
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from semcorr_jax.errors import SemcorrError
+from semcorr_jax.evaluation import confidence
+from semcorr_jax.evaluation import pck as pck_lib
+from semcorr_jax.evaluation import per_flow
 
-DEFAULT_ALPHAS = (0.05, 0.1, 0.15)
-
-
-def alpha_key(alpha: float) -> str:
-  """Canonical spelling of alpha in result keys: 0.1 -> '0.1'."""
-  return f'{float(alpha):g}'
+ARTEFACTS = '_artefacts'
 
 
-def _json_ready(x: Any) -> Any:
-  """numpy scalars -> Python; NaN/inf -> None (strict JSON)."""
+def json_ready(x: Any) -> Any:
+  """numpy scalars -> Python; NaN/inf -> None (strict JSON); `ARTEFACTS`
+  entries left out."""
   if isinstance(x, Mapping):
-    return {str(k): _json_ready(v) for k, v in x.items()}
+    return {str(k): json_ready(v) for k, v in x.items() if k != ARTEFACTS}
   if isinstance(x, (list, tuple)):
-    return [_json_ready(v) for v in x]
+    return [json_ready(v) for v in x]
   if isinstance(x, np.ndarray):
-    return _json_ready(x.tolist())
+    return json_ready(x.tolist())
   if isinstance(x, np.bool_):
     return bool(x)
   if isinstance(x, np.integer):
@@ -40,6 +47,7 @@ def _json_ready(x: Any) -> Any:
   if isinstance(x, (float, np.floating)):
     return float(x) if math.isfinite(x) else None
   return x
+
 
 
 def _fmt(x: Any, digits: int = 3) -> str:
@@ -54,18 +62,18 @@ def format_comparison(trained: Mapping[str, Any],
   """Markdown table of a trained model's results beside the untrained one's.
 
   Args:
-    trained: `evaluate_synthetic` output of the trained model.
+    trained: synthetic results of the trained model (`evaluate_synthetic`).
     untrained: the same for the untrained model (None: column left out).
     alphas: rows to show; default the results' own alphas.
 
   Returns:
     The table, one row per metric (PCK alpha_img per alpha, PCK alpha_bbox
-    per alpha, end-point error); for results with base mappings ('base_*'
-    keys) a second table of the base beside the refined (final) mapping,
-    and for results with confidences a table of the confidence metrics
+    per alpha, end-point error) of the primary flow; with several flows
+    (`trained['flows']`) a second table of every flow side by side, and for
+    flows with confidences a table of the confidence metrics
     (`evaluation.confidence`).
   """
-  alphas = alphas or trained.get('alphas') or DEFAULT_ALPHAS
+  alphas = alphas or trained.get('alphas') or pck_lib.DEFAULT_ALPHAS
   cols = [('trained', trained)]
   if untrained is not None:
     cols.append(('untrained', untrained))
@@ -73,7 +81,7 @@ def format_comparison(trained: Mapping[str, Any],
   lines.append('| pairs / keypoints | ' + ' | '.join(
       f"{r.get('num_pairs')} / {r.get('num_keypoints')}" for _, r in cols)
                + ' |')
-  return '\n'.join(lines + _base_and_confidence_tables(cols, alphas))
+  return '\n'.join(lines + _flow_and_confidence_tables(cols, alphas))
 
 
 def _metric_table(cols: Sequence[tuple[str, Mapping[str, Any]]],
@@ -82,10 +90,9 @@ def _metric_table(cols: Sequence[tuple[str, Mapping[str, Any]]],
   """One row per metric, one column per (result, key prefix)."""
   lines = ['| metric | ' + ' | '.join(n for n, _ in cols) + ' |',
            '|---|' + '---:|' * len(cols)]
-  rows = [(f'PCK@{alpha_key(a)} (alpha_img)', f'pck@{alpha_key(a)}')
-          for a in alphas]
-  rows += [(f'PCK@{alpha_key(a)} (alpha_bbox)', f'pck_bbox@{alpha_key(a)}')
-           for a in alphas]
+  keys = [pck_lib.alpha_key(a) for a in alphas]
+  rows = [(f'PCK@{k} (alpha_img)', f'pck@{k}') for k in keys]
+  rows += [(f'PCK@{k} (alpha_bbox)', f'pck_bbox@{k}') for k in keys]
   rows.append(('end-point error (px)', 'epe'))
   prefixes = list(prefixes) * len(cols) if len(prefixes) == 1 else prefixes
   for name, key in rows:
@@ -95,21 +102,18 @@ def _metric_table(cols: Sequence[tuple[str, Mapping[str, Any]]],
   return lines
 
 
-def _base_and_confidence_tables(cols, alphas) -> list[str]:
-  """The optional sections of `format_comparison` (empty for SFNet)."""
-  # Imported here: evaluation.confidence imports this module.
-  from semcorr_jax.evaluation import confidence  # pylint: disable=g-import-not-at-top
+def _flow_and_confidence_tables(cols, alphas) -> list[str]:
+  """The optional sections of `format_comparison` (empty for one flow
+  without confidences)."""
   lines = []
-  based = [(n, r) for n, r in cols if 'base_epe' in r]
-  if based:
-    flows = [(f'{n}: {f}', r) for n, r in based for f in ('refined', 'base')]
-    lines += ['', 'Base vs refined flow (refined = the final mapping, as '
-              'above):', '']
-    lines += _metric_table(flows, alphas, ['', 'base_'] * len(based))
-  rows = [(f'{n}, {flow}', confidence.unprefixed(r, prefix))
-          for n, r in cols for flow, prefix in (
-              ('refined', confidence.PREFIX),
-              ('base', confidence.BASE_PREFIX + confidence.PREFIX))]
+  flows = per_flow.described(cols[0][1])
+  if len(flows) > 1:
+    columns = [(f"{n}: {f['name']}", r) for n, r in cols for f in flows]
+    lines += ['', 'Every flow (the first is the primary flow, as above):',
+              '']
+    lines += _metric_table(columns, alphas,
+                           [f['prefix'] for _ in cols for f in flows])
+  rows = [row for n, r in cols for row in per_flow.confidence_rows(r, n)]
   split = next((r['confidence_split'] for _, r in cols
                 if 'confidence_split' in r), confidence.DEFAULT_SPLIT)
   table = confidence.markdown_table(rows, alphas, split)
@@ -120,15 +124,18 @@ def _base_and_confidence_tables(cols, alphas) -> list[str]:
   return lines
 
 
-def _markdown(name: str, results: Mapping[str, Any]) -> str:
+def comparison_markdown(name: str, results: Mapping[str, Any]) -> str:
+  """`format_comparison` of `results` (one result, or a dict with
+  'trained' / 'untrained' and e.g. 'step') under a heading, with the
+  conventions."""
   trained = results.get('trained', results)
   untrained = results.get('untrained')
   head = [f'# Evaluation: {name}', '']
-  if 'step' in results:
+  if results.get('step') is not None:
     head.append(f"Checkpoint step {results['step']}.")
   if untrained is not None:
-    head.append('Untrained = the same architecture at initialisation '
-                '(same seed, pretrained backbone if configured), no training.')
+    head.append('Untrained = the model the run started from (same seed, '
+                'pretrained weights if configured), no training.')
   lines = head + ['', format_comparison(trained, untrained), '']
   conv = trained.get('conventions') or {}
   if conv:
@@ -138,15 +145,9 @@ def _markdown(name: str, results: Mapping[str, Any]) -> str:
   return '\n'.join(lines)
 
 
-def _atomic_write(path: str, text: str) -> None:
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    f.write(text)
-  os.replace(tmp, path)
-
-
 def read_eval(workdir: str, name: str) -> dict[str, Any]:
-  """Reads `workdir/eval/<name>.json` (nulls come back as NaN).
+  """Reads `workdir/eval/<name>.json` (nulls come back as NaN, also inside
+  dicts; lists are kept as they are).
 
   Raises:
     SemcorrError: the file is missing or not JSON.
@@ -172,7 +173,7 @@ def write_eval(workdir: str, name: str, results: Mapping[str, Any]
                ) -> tuple[str, str]:
   """Writes `workdir/eval/<name>.json` and a Markdown table `<name>.md`.
 
-  Both writes are atomic (temporary file + rename). `results` is either one
+  Both or neither are replaced (`write_all`). `results` is either one
   `evaluate_synthetic` output or a dict with `trained`/`untrained`
   (and e.g. `step`).
 
@@ -183,9 +184,9 @@ def write_eval(workdir: str, name: str, results: Mapping[str, Any]
   os.makedirs(out_dir, exist_ok=True)
   json_path = os.path.join(out_dir, f'{name}.json')
   md_path = os.path.join(out_dir, f'{name}.md')
-  _atomic_write(json_path, json.dumps(_json_ready(results), indent=2,
-                                      sort_keys=True) + '\n')
-  _atomic_write(md_path, _markdown(name, results))
+  write_all([(json_path, lambda p: write_json(p, results, atomic=False)),
+             (md_path, lambda p: write_text(
+                 p, comparison_markdown(name, results), atomic=False))])
   return json_path, md_path
 
 
@@ -214,13 +215,39 @@ def write_text(path: str, text: str, atomic: bool = True) -> str:
 
 def to_json(results: Any) -> str:
   """Strict JSON text (NaN/inf -> null, numpy -> Python), sorted keys."""
-  return json.dumps(_json_ready(results), indent=2, sort_keys=True,
+  return json.dumps(json_ready(results), indent=2, sort_keys=True,
                     allow_nan=False) + '\n'
 
 
 def write_json(path: str, results: Any, atomic: bool = True) -> str:
   """Writes `to_json(results)` to `path` (see `write_text`)."""
   return write_text(path, to_json(results), atomic)
+
+
+def write_all(writers: Sequence[tuple[str, Callable[[str], Any]]]
+              ) -> list[str]:
+  """Writes several files, replacing all of them or none.
+
+  Each `(path, write)` pair's `write(tmp_path)` writes the file's content to
+  a temporary path (`temporary_path`); only once every one has succeeded are
+  they renamed to their paths. A failure removes the temporary files and
+  leaves the old files as they were.
+
+  Returns:
+    The paths, in order.
+  """
+  tmp = [temporary_path(path) for path, _ in writers]
+  try:
+    for (path, write), t in zip(writers, tmp):
+      os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+      write(t)
+    for (path, _), t in zip(writers, tmp):
+      os.replace(t, path)
+  finally:
+    for t in tmp:
+      if os.path.exists(t):
+        os.remove(t)
+  return [path for path, _ in writers]
 
 
 def _csv_cell(value: Any) -> str:
@@ -254,8 +281,6 @@ def write_csv(path: str, records: Sequence[Mapping[str, Any]],
 
   A field missing from a record is an empty cell. Cells: `_csv_cell`.
   """
-  import csv  # pylint: disable=g-import-not-at-top
-  import io  # pylint: disable=g-import-not-at-top
   columns = csv_columns(records)
   buffer = io.StringIO()
   writer = csv.writer(buffer, lineterminator='\n')

@@ -12,18 +12,24 @@ streamed in groups of `protocol.batch_size` pairs through
 `protocol.predict_pairs` and scored one by one by the module of their record
 kind (`SCORERS`: keypoints -> `keypoint_benchmark`, flow -> `tss`, masks ->
 `caltech`), which share one interface: `PRIMARY_METRIC` (higher is better),
-`prepare_example` (optional), `score_pair`, `summarize`, `markdown`. Only
-the per-pair records and the `num_worst` pairs with the lowest primary
-metric (pairs whose metric is NaN are never "worst") are kept in memory.
-Predictions with base mappings or confidence maps (CAMNet) get base-flow and
-confidence metrics on the keypoint benchmarks (`keypoint_benchmark`,
-`evaluation.confidence`); TSS and Caltech-101 score the final mapping only.
+`prepare_example` (optional), `score_pair`, `summarize`, `markdown`,
+`is_flow_metric` and `metric_names`. Only the per-pair records and the
+`num_worst` pairs with the lowest primary metric (pairs whose metric is NaN
+are never "worst") are kept in memory.
+
+Every declared flow (`flows`, `semcorr_jax.outputs`) is scored: each pair's
+prediction is split into one `PairPrediction` per flow, scored and
+summarised alone, and the other flows' keys join the primary flow's with
+their prefixes (`per_flow.merge`: 'base_pck@0.1' for a flow named 'base',
+also per category and per factor). A flow declaring a confidence also gets
+the confidence metrics on the keypoint benchmarks (`evaluation.confidence`).
 
 Files written under `out_dir` (stem `<benchmark>_<split>`, plus `_<label>`
 when a label is given, e.g. `pf_pascal_test_untrained`):
 
 * `<stem>.json`: {'benchmark', 'split', 'label', 'step' (when given),
-  'protocol' (every field), 'summary'}; strict JSON (NaN -> null).
+  'protocol' (every field), 'summary'}; strict JSON (NaN -> null). The
+  summary names the flows it holds under 'flows'.
 * `<stem>.md`: a header stating the protocol, then the scorer's tables (and
   SPair-71k's per-factor tables).
 * `<stem>_pairs.csv`: one row per pair with every record field.
@@ -36,8 +42,8 @@ results written before.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
-import importlib
 import inspect
 import math
 import os
@@ -46,17 +52,23 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import ml_collections
 import numpy as np
+from tqdm import tqdm
 
+from semcorr_jax import outputs
+from semcorr_jax.data import benchmarks
 from semcorr_jax.errors import SemcorrError
+from semcorr_jax.evaluation import benchmark_reports
+from semcorr_jax.evaluation import caltech
+from semcorr_jax.evaluation import keypoint_benchmark
+from semcorr_jax.evaluation import pck as pck_lib
+from semcorr_jax.evaluation import per_flow
+from semcorr_jax.evaluation import predict
 from semcorr_jax.evaluation import protocol as protocol_lib
 from semcorr_jax.evaluation import reports
+from semcorr_jax.evaluation import spair_tables
+from semcorr_jax.evaluation import tss
 
-SCORERS = {
-    'keypoints': 'semcorr_jax.evaluation.keypoint_benchmark',
-    'flow': 'semcorr_jax.evaluation.tss',
-    'masks': 'semcorr_jax.evaluation.caltech',
-}
-SUFFIXES = ('.json', '.md', '_pairs.csv', '_worst.png')
+SCORERS = {'keypoints': keypoint_benchmark, 'flow': tss, 'masks': caltech}
 _CHOICES = {'direction': ('ts', 'st'), 'threshold': ('img', 'bbox', 'kps'),
             'frame': ('square', 'original')}
 PredictFn = Callable[[np.ndarray, np.ndarray], Mapping[str, Any]]
@@ -64,13 +76,11 @@ PredictFn = Callable[[np.ndarray, np.ndarray], Mapping[str, Any]]
 
 def scorer_of(benchmark: str):
   """The scoring module of a benchmark's record kind."""
-  from semcorr_jax.data import benchmarks  # pylint: disable=g-import-not-at-top
-  return importlib.import_module(SCORERS[benchmarks.info(benchmark).kind])
+  return SCORERS[benchmarks.info(benchmark).kind]
 
 
 def default_split(benchmark: str) -> str:
   """'test' when the benchmark has it, else its last split."""
-  from semcorr_jax.data import benchmarks  # pylint: disable=g-import-not-at-top
   splits = benchmarks.info(benchmark).splits
   return 'test' if 'test' in splits else splits[-1]
 
@@ -81,7 +91,7 @@ def build_protocol(benchmark: str, preset: str | None = None,
 
   Args:
     benchmark: a benchmark name.
-    preset: None or a key of `protocol.PRESETS` ('resize', 'sfnet').
+    preset: None or a key of `protocol.PRESETS` ('resize', 'padded').
     **overrides: protocol fields (e.g. direction='st', alphas=(0.1,));
       None values are ignored.
 
@@ -106,61 +116,35 @@ def build_protocol(benchmark: str, preset: str | None = None,
         raise SemcorrError(f'alphas must be in (0, 1], got {value}')
     if key == 'batch_size' and int(value) < 1:
       raise SemcorrError(f'batch_size must be >= 1, got {value}')
+    if key == 'input_size':
+      value = tuple(int(v) for v in value)
     protocol[key] = value
   return protocol
 
 
 def method_predict_fn(method: Any, variables: Any) -> PredictFn:
-  """A jitted `predict_fn(source, target)` of a trained method.
+  """A jitted `predict_fn(source, target)` of a model with a `predict`.
 
-  `jax.jit(method.predict)` (cached on the method, so the trained and the
-  untrained variables share one compilation) with the variables on one
-  device. A batch smaller than the largest seen so far is filled up by
-  repeating its last pair, so a final partial batch does not recompile.
+  `predict.bind` of `jax.jit(method.predict)` (cached on the method, so the
+  trained and the untrained variables share one compilation) with the
+  variables on one device.
+  """
+  return predict.bind(predict.jitted_predict(method),
+                      predict.to_one_device(variables))
+
+
+def check_data_dir(benchmark: str, data_dir: str | None,
+                   setting: str = '--data_dir') -> str:
+  """`data_dir` with ~ expanded, or a SemcorrError if it is not a folder.
 
   Args:
-    method: a `Method`.
-    variables: its inference variables.
-
-  Returns:
-    `(source (B, Hm, Wm, 3) float32 in [0, 1], target) -> outputs`, numpy
-    arrays (B, ...).
+    benchmark: its name.
+    data_dir: the folder with its downloaded files.
+    setting: how the user sets it, for the message.
   """
-  import jax  # pylint: disable=g-import-not-at-top
-  from semcorr_jax.evaluation import synthetic  # pylint: disable=g-import-not-at-top
-  fn = synthetic.jitted_predict(method)
-  variables = synthetic.to_one_device(variables)
-  largest = [0]
-
-  def predict_fn(source, target):
-    n = len(source)
-    largest[0] = max(largest[0], n)
-    pad = largest[0] - n
-    if pad:
-      source = np.concatenate([source, np.repeat(source[-1:], pad, 0)])
-      target = np.concatenate([target, np.repeat(target[-1:], pad, 0)])
-    out = jax.device_get(dict(fn(variables, np.asarray(source, np.float32),
-                                 np.asarray(target, np.float32))))
-    return {k: np.asarray(v)[:n] for k, v in out.items()
-            if np.ndim(v) > 0 and np.shape(v)[0] == n + pad}
-
-  return predict_fn
-
-
-def output_paths(out_dir: str, benchmark: str, split: str,
-                 label: str = '') -> dict[str, str]:
-  """{'json', 'md', 'csv', 'png'}: the files `evaluate_benchmark` writes."""
-  stem = f'{benchmark}_{split}' + (f'_{label}' if label else '')
-  base = os.path.join(out_dir, stem)
-  return dict(zip(('json', 'md', 'csv', 'png'),
-                  (base + s for s in SUFFIXES)))
-
-
-def check_data_dir(benchmark: str, data_dir: str | None) -> str:
-  """`data_dir` with ~ expanded, or a SemcorrError if it is not a folder."""
   if not data_dir:
     raise SemcorrError(
-        f'{benchmark} needs --data_dir: the folder with its downloaded files '
+        f'{benchmark} needs {setting}: the folder with its downloaded files '
         '(see docs/benchmarks.md for what to download)')
   data_dir = os.path.expanduser(data_dir)
   if not os.path.isdir(data_dir):
@@ -179,7 +163,6 @@ def prepare_dataset(benchmark: str, split: str | None = None, *,
       incomplete files (the builders say what is missing and where to get
       it).
   """
-  from semcorr_jax.data import benchmarks  # pylint: disable=g-import-not-at-top
   entry = benchmarks.info(benchmark)
   split = split or default_split(benchmark)
   if split not in entry.splits:
@@ -260,45 +243,122 @@ def _summarize(scorer, records, protocol):
 
 def _spair_tables(records, protocol) -> dict[str, Any]:
   """{alpha_key: `spair_tables.spair_tables(records, alpha)`}."""
-  from semcorr_jax.evaluation import spair_tables  # pylint: disable=g-import-not-at-top
-  return {reports.alpha_key(a): spair_tables.spair_tables(records, a)
+  return {pck_lib.alpha_key(a): spair_tables.spair_tables(records, a)
           for a in protocol.alphas}
 
 
-def summary_markdown(benchmark: str, summary: Mapping[str, Any]) -> str:
-  """The scorer's Markdown of a summary (+ SPair-71k's tables per alpha)."""
-  text = scorer_of(benchmark).markdown(summary).rstrip('\n')
-  if summary.get('spair_tables'):
-    from semcorr_jax.evaluation import spair_tables  # pylint: disable=g-import-not-at-top
-    text += ''.join('\n\n' + spair_tables.spair_markdown(t).rstrip('\n')
-                    for t in summary['spair_tables'].values())
-  return text + '\n'
+@dataclasses.dataclass
+class Scored:
+  """One model scored on one split (`score_benchmark`).
+
+  Attributes:
+    results: {'benchmark', 'split', 'label', 'step' (when given),
+      'protocol', 'summary'} (the JSON file's content).
+    records: one record per pair, every flow's fields (the CSV rows).
+    worst: (example, light prediction, record) of the worst pairs.
+    kind: the benchmark's record kind ('keypoints', 'flow', 'masks').
+    protocol: the protocol used.
+  """
+  results: dict[str, Any]
+  records: list[dict[str, Any]]
+  worst: list[tuple[Any, Any, dict[str, Any]]]
+  kind: str
+  protocol: ml_collections.ConfigDict
+
+  @property
+  def primary_metric(self) -> str:
+    return SCORERS[self.kind].PRIMARY_METRIC
 
 
-def protocol_lines(protocol: ml_collections.ConfigDict) -> list[str]:
-  """The protocol fields as Markdown bullet lines."""
-  lines = []
-  for key, value in sorted(protocol.to_dict().items()):
-    if isinstance(value, (list, tuple)):
-      value = ', '.join(str(v) for v in value)
-    lines.append(f'* {key}: {value}')
-  return lines
+def _flow_predictions(prediction: protocol_lib.PairPrediction,
+                      flows: Sequence[outputs.Flow]
+                      ) -> dict[str, protocol_lib.PairPrediction]:
+  """One `PairPrediction` per declared flow, holding that flow's maps
+  under the primary names ('mapping_st', 'confidence_st', ...)."""
+  return {name: protocol_lib.PairPrediction(
+      maps, prediction.source_hw, prediction.target_hw,
+      prediction.input_size, prediction.pad)
+          for name, maps in per_flow.split(flows, prediction.outputs).items()}
 
 
-def _markdown(results: Mapping[str, Any], body: str) -> str:
-  title = f"# {results['benchmark']} ({results['split']})"
-  model = []
-  if results.get('label'):
-    model.append(f"model: {results['label']}")
-  if results.get('step') is not None:
-    model.append(f"checkpoint step {results['step']}")
-  head = [title, '']
-  if model:
-    text = '; '.join(model)
-    head += [text[:1].upper() + text[1:] + '.', '']
-  head += ['Protocol:', ''] + protocol_lines(
-      ml_collections.ConfigDict(results['protocol'])) + ['']
-  return '\n'.join(head) + '\n' + body.rstrip('\n') + '\n'
+def score_benchmark(predict_fn: PredictFn, benchmark: str, *,
+                    model_size: Sequence[int], split: str | None = None,
+                    data_dir: str | None = None, tfds_dir: str | None = None,
+                    protocol: ml_collections.ConfigDict | None = None,
+                    num_pairs: int | None = None, progress: bool = True,
+                    num_worst: int = 6, label: str = '',
+                    step: int | None = None,
+                    flows: Sequence[outputs.Flow] = outputs.DEFAULT_FLOWS,
+                    data_dir_setting: str = '--data_dir') -> Scored:
+  """Scores a model on one split of a real benchmark (module docstring).
+
+  Arguments as `evaluate_benchmark`; writes nothing
+  (`benchmark_reports.output_writers` writes the files).
+  """
+  flows = outputs.check(flows)
+  split = split or default_split(benchmark)
+  protocol = protocol if protocol is not None else (
+      protocol_lib.default_protocol(benchmark))
+  scorer = scorer_of(benchmark)
+  kind = benchmarks.info(benchmark).kind
+  # No pairs: only checks that the protocol's input fits the model.
+  protocol_lib.predict_pairs(predict_fn, [], protocol, model_size)
+  if num_pairs is not None and int(num_pairs) < 1:
+    raise SemcorrError(f'num_pairs must be >= 1, got {num_pairs}')
+  check_data_dir(benchmark, data_dir, data_dir_setting)
+  total = prepare_dataset(benchmark, split, data_dir=data_dir,
+                          tfds_dir=tfds_dir)
+  if num_pairs is not None:
+    total = min(total, int(num_pairs))
+  data_dir = os.path.expanduser(data_dir)
+  stream = benchmarks.examples(benchmark, split,
+                               data_dir=_tfds_dir(data_dir, tfds_dir),
+                               manual_dir=data_dir)
+  prepare = getattr(scorer, 'prepare_example', None) or (lambda ex: ex)
+  worst = _Worst(num_worst)
+  records = []
+  flow_records = {f.name: [] for f in flows}
+  with tqdm(total=total, unit='pair', file=sys.stderr, disable=not progress,
+            desc=f'{benchmark} {split}', dynamic_ncols=True) as bar:
+    for chunk in _chunks(stream, max(1, int(protocol.batch_size)), total):
+      chunk = [prepare(ex) for ex in chunk]
+      predictions = protocol_lib.predict_pairs(
+          predict_fn, [(ex['source_image'], ex['target_image'])
+                       for ex in chunk], protocol, model_size)
+      for ex, pred in zip(chunk, predictions):
+        scores = {name: dict(scorer.score_pair(ex, view, protocol))
+                  for name, view in _flow_predictions(pred, flows).items()}
+        record = dict(scores[flows[0].name])
+        for f in flows:
+          flow_records[f.name].append(scores[f.name])
+          if f is not flows[0]:
+            per_flow.merge(record, scores[f.name],
+                           outputs.prefix(flows, f.name),
+                           scorer.is_flow_metric)
+        records.append(record)
+        worst.offer(_primary(record, scorer.PRIMARY_METRIC),
+                    lambda ex=ex, pred=pred, record=record: (
+                        ex, _light_copy(pred), record))
+      bar.update(len(chunk))
+  if not records:
+    raise SemcorrError(f'{benchmark} {split} holds no pairs')
+  summary = dict(_summarize(scorer, flow_records[flows[0].name], protocol))
+  for f in flows[1:]:
+    per_flow.merge(summary,
+                   _summarize(scorer, flow_records[f.name], protocol),
+                   outputs.prefix(flows, f.name), scorer.is_flow_metric)
+  if isinstance(summary.get('conventions'), dict):
+    summary['conventions'].update(per_flow.conventions(flows, 'pairs'))
+  summary['flows'] = per_flow.describe(flows)
+  if benchmark == 'spair71k':
+    summary['spair_tables'] = _spair_tables(records, protocol)
+  results: dict[str, Any] = {'benchmark': benchmark, 'split': split,
+                             'label': label}
+  if step is not None:
+    results['step'] = int(step)
+  results['protocol'] = protocol.to_dict()
+  results['summary'] = summary
+  return Scored(results, records, worst.items(), kind, protocol)
 
 
 def evaluate_benchmark(predict_fn: PredictFn, benchmark: str, *,
@@ -309,13 +369,16 @@ def evaluate_benchmark(predict_fn: PredictFn, benchmark: str, *,
                        num_pairs: int | None = None,
                        out_dir: str | None = None, progress: bool = True,
                        num_worst: int = 6, label: str = '',
-                       step: int | None = None) -> dict[str, Any]:
+                       step: int | None = None,
+                       flows: Sequence[outputs.Flow] = outputs.DEFAULT_FLOWS
+                       ) -> dict[str, Any]:
   """Scores a model on one split of a real benchmark (module docstring).
 
   Args:
     predict_fn: `(source (B, Hm, Wm, 3) float32 in [0, 1], target) ->
-      {'mapping_st', 'mapping_ts': (B, Hm, Wm, 2)}` in model-input pixels
-      (`method_predict_fn`, or a fake of `evaluation.fake`).
+      flat outputs of every flow in `flows`, e.g. {'mapping_st',
+      'mapping_ts': (B, Hm, Wm, 2)}` in model-input pixels
+      (`predict.bind`, `method_predict_fn`, or a fake of `evaluation.fake`).
     benchmark: 'pf_pascal', 'pf_willow', 'spair71k', 'tss' or 'caltech101'.
     model_size: (Hm, Wm) the model runs at.
     split: None = 'test'.
@@ -329,6 +392,7 @@ def evaluate_benchmark(predict_fn: PredictFn, benchmark: str, *,
     num_worst: pairs drawn in the worst-pairs picture.
     label: stored in the JSON and appended to the file stem ('untrained').
     step: the checkpoint step, stored when given.
+    flows: the flows the model declares; each is scored.
 
   Returns:
     The dict written to the JSON file (NaN kept as float NaN).
@@ -336,83 +400,16 @@ def evaluate_benchmark(predict_fn: PredictFn, benchmark: str, *,
   Raises:
     SemcorrError: no data_dir, incomplete dataset, bad protocol, no pairs.
   """
-  from semcorr_jax.data import benchmarks  # pylint: disable=g-import-not-at-top
-  split = split or default_split(benchmark)
-  protocol = protocol if protocol is not None else (
-      protocol_lib.default_protocol(benchmark))
-  scorer = scorer_of(benchmark)
-  kind = benchmarks.info(benchmark).kind
-  # No pairs: only checks that the protocol's input fits the model.
-  protocol_lib.predict_pairs(predict_fn, [], protocol, model_size)
-  if num_pairs is not None and int(num_pairs) < 1:
-    raise SemcorrError(f'num_pairs must be >= 1, got {num_pairs}')
-  total = prepare_dataset(benchmark, split, data_dir=data_dir,
-                          tfds_dir=tfds_dir)
-  if num_pairs is not None:
-    total = min(total, int(num_pairs))
-  data_dir = os.path.expanduser(data_dir)
-  stream = benchmarks.examples(benchmark, split,
-                               data_dir=_tfds_dir(data_dir, tfds_dir),
-                               manual_dir=data_dir)
-  prepare = getattr(scorer, 'prepare_example', None) or (lambda ex: ex)
-  worst = _Worst(num_worst)
-  records = []
-  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-  with tqdm(total=total, unit='pair', file=sys.stderr, disable=not progress,
-            desc=f'{benchmark} {split}', dynamic_ncols=True) as bar:
-    for chunk in _chunks(stream, max(1, int(protocol.batch_size)), total):
-      chunk = [prepare(ex) for ex in chunk]
-      predictions = protocol_lib.predict_pairs(
-          predict_fn, [(ex['source_image'], ex['target_image'])
-                       for ex in chunk], protocol, model_size)
-      for ex, pred in zip(chunk, predictions):
-        record = dict(scorer.score_pair(ex, pred, protocol))
-        records.append(record)
-        worst.offer(_primary(record, scorer.PRIMARY_METRIC),
-                    lambda ex=ex, pred=pred, record=record: (
-                        ex, _light_copy(pred), record))
-      bar.update(len(chunk))
-  if not records:
-    raise SemcorrError(f'{benchmark} {split} holds no pairs')
-  summary = dict(_summarize(scorer, records, protocol))
-  if benchmark == 'spair71k':
-    summary['spair_tables'] = _spair_tables(records, protocol)
-  body = summary_markdown(benchmark, summary)
-  results: dict[str, Any] = {'benchmark': benchmark, 'split': split,
-                             'label': label}
-  if step is not None:
-    results['step'] = int(step)
-  results['protocol'] = protocol.to_dict()
-  results['summary'] = summary
+  scored = score_benchmark(
+      predict_fn, benchmark, model_size=model_size, split=split,
+      data_dir=data_dir, tfds_dir=tfds_dir, protocol=protocol,
+      num_pairs=num_pairs, progress=progress, num_worst=num_worst,
+      label=label, step=step, flows=flows)
   if out_dir:
-    _write_outputs(out_dir, results, _markdown(results, body), records,
-                   worst.items(), kind, protocol, scorer.PRIMARY_METRIC)
-  return results
-
-
-def _write_outputs(out_dir, results, markdown, records, worst, kind,
-                   protocol, primary) -> dict[str, str]:
-  """Writes the four files, all or none (module docstring)."""
-  from semcorr_jax.evaluation import worst_pairs  # pylint: disable=g-import-not-at-top
-  os.makedirs(out_dir, exist_ok=True)
-  paths = output_paths(out_dir, results['benchmark'], results['split'],
-                       results.get('label', ''))
-  tmp = {k: reports.temporary_path(p) for k, p in paths.items()}
-  try:
-    reports.write_json(tmp['json'], results, atomic=False)
-    reports.write_text(tmp['md'], markdown, atomic=False)
-    reports.write_csv(tmp['csv'], records, atomic=False)
-    rows = [worst_pairs.worst_pair_row(ex, pred, record, kind, protocol,
-                                     primary) for ex, pred, record in worst]
-    label = f" ({results['label']})" if results.get('label') else ''
-    worst_pairs.draw_worst_pairs(
-        tmp['png'], rows,
-        title=(f"{results['benchmark']} {results['split']}{label}: the "
-               f'{len(rows)} pairs with the lowest {primary}'))
-    for key, path in paths.items():
-      os.replace(tmp[key], path)
-  finally:
-    for path in tmp.values():
-      if os.path.exists(path):
-        os.remove(path)
-  return paths
+    paths = benchmark_reports.output_paths(out_dir, benchmark,
+                                           scored.results['split'], label)
+    reports.write_all(benchmark_reports.output_writers(
+        paths, scored, scored.results,
+        benchmark_reports.results_markdown(scorer_of(benchmark),
+                                           scored.results)))
+  return scored.results

@@ -14,7 +14,7 @@ Input: one record per pair, with `category` (name), the four labels as
 written in the pair JSONs (`viewpoint_variation`, `scale_variation`: 0 easy,
 1 medium, 2 hard; `truncation`, `occlusion`: 0 none, 1 source, 2 target,
 3 both; see `semcorr_jax.data.benchmarks.spair`) and the pair's PCK in [0, 1]
-under `'pck@<alpha>'` (`reports.alpha_key`). A NaN PCK (a pair without valid
+under `'pck@<alpha>'` (`pck.alpha_key`). A NaN PCK (a pair without valid
 keypoints) leaves the pair out of every group; `num_skipped` counts them.
 
 Aggregation: every cell is the mean over the group's pairs of the per-pair
@@ -50,7 +50,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from semcorr_jax.errors import SemcorrError
-from semcorr_jax.evaluation import reports
+from semcorr_jax.evaluation import pck as pck_lib
 
 # The 18 categories in the official order (as the SPair-71k builder).
 CATEGORIES = (
@@ -137,7 +137,7 @@ def spair_tables(records: Sequence[Mapping[str, Any]], alpha: float = 0.1,
   if condition not in CONDITIONS:
     raise SemcorrError(
         f'spair_tables: condition={condition!r}; use one of {CONDITIONS}.')
-  key = f'pck@{reports.alpha_key(alpha)}'
+  key = f'pck@{pck_lib.alpha_key(alpha)}'
   parsed = [_parse(r, key, i) for i, r in enumerate(records)]
   kept = [p for p in parsed if not math.isnan(p[2])]
   by_category = {name: [] for name in CATEGORIES}
@@ -208,7 +208,7 @@ def spair_markdown(tables: Mapping[str, Any], label: str = 'ours',
   """
   rows = [(label, tables)] + list((compare or {}).items())
   caption = (
-      f"SPair-71k, PCK@{reports.alpha_key(tables['alpha'])} (%), mean over "
+      f"SPair-71k, PCK@{pck_lib.alpha_key(tables['alpha'])} (%), mean over "
       f"pairs of per-pair PCK ({tables['condition']} groups; "
       f"{tables['num_skipped']} pair(s) without valid keypoints left out).")
   headings = [f'{_FACTOR_HEADINGS[f]} {_LEVEL_HEADINGS[level]}'

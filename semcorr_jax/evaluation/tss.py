@@ -58,10 +58,23 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from semcorr_jax.errors import SemcorrError
+from semcorr_jax.evaluation import per_flow
 
 GROUPS = ('FG3DCar', 'JODS', 'PASCAL')
 PRIMARY_METRIC = 'flow_accuracy'
 DEFAULT_ALPHA = 0.05
+_FLOW_FIELDS = frozenset((PRIMARY_METRIC, 'flow_accuracy_no_flip'))
+
+
+def is_flow_metric(key: str) -> bool:
+  """Whether a record or summary key depends on the flow scored."""
+  return key in _FLOW_FIELDS
+
+
+def metric_names(protocol: Any = None, confidence: bool = False) -> set[str]:
+  """The scalar summary keys of one flow (no confidence metrics here)."""
+  del protocol, confidence
+  return set(_FLOW_FIELDS) | {'num_records', 'num_skipped', 'alpha'}
 
 
 def pixel_grid(height: int, width: int) -> np.ndarray:
@@ -222,8 +235,9 @@ def kit_flow(example: Mapping[str, Any], mapping_ts: np.ndarray
 
   Returns:
     (H_t, W_t, 2) float32 flow into the ORIGINAL source (mirror undone);
-    write it with `flow_io.write_flo(<results>/<pair>/flow<d>.flo, flow)`
-    (non-finite vectors become the unknown value 1e10).
+    write it with `semcorr_jax.data.flow_io.write_flo(
+    <results>/<pair>/flow<d>.flo, flow)` (non-finite vectors become the
+    unknown value 1e10).
   """
   mapping = np.asarray(mapping_ts, np.float64).copy()
   if example.get('flip_applied'):
@@ -283,16 +297,24 @@ def _fmt(value: float) -> str:
 
 
 def markdown(summary: Mapping[str, Any]) -> str:
-  """The summary as the papers' TSS table: FG3DCar | JODS | PASCAL | Avg."""
+  """The summary as the papers' TSS table: FG3DCar | JODS | PASCAL | Avg.
+
+  With several flows (`summary['flows']`) two rows per flow, named after it.
+  """
   alpha = summary.get('alpha', float('nan'))
   title = (f'PCK@{alpha:g}' if math.isfinite(alpha) else 'PCK')
-  groups = summary['groups']
   lines = [f'| TSS flow accuracy ({title}) | ' + ' | '.join(GROUPS)
            + ' | Avg. |', '|---|' + '---:|' * (len(GROUPS) + 1)]
-  for name, key in (('all rows', 'flow_accuracy'),
-                    ('w/o flip', 'flow_accuracy_no_flip')):
-    cells = [_fmt(groups[g][key]) for g in GROUPS] + [_fmt(summary[key])]
-    lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
+  flows = per_flow.described(summary)
+  for flow in flows:
+    view = per_flow.view(summary, flow['prefix'], is_flow_metric)
+    groups = view['groups']
+    suffix = f" ({flow['name']})" if len(flows) > 1 else ''
+    for name, key in (('all rows', 'flow_accuracy'),
+                      ('w/o flip', 'flow_accuracy_no_flip')):
+      cells = [_fmt(groups[g][key]) for g in GROUPS] + [_fmt(view[key])]
+      lines.append(f'| {name}{suffix} | ' + ' | '.join(cells) + ' |')
+  groups = summary['groups']
   counts = [str(groups[g]['num_records']) for g in GROUPS]
   lines.append('| records | ' + ' | '.join(counts)
                + f' | {summary["num_records"]} |')
@@ -300,5 +322,6 @@ def markdown(summary: Mapping[str, Any]) -> str:
 
 
 __all__ = ['GROUPS', 'PRIMARY_METRIC', 'flow_accuracy', 'gt_mapping_ts',
+           'is_flow_metric', 'metric_names',
            'kit_flow', 'markdown', 'pixel_grid', 'prepare_example',
            'score_pair', 'summarize']

@@ -1,86 +1,31 @@
 """Pictures of matches: flow colour maps, match panels, held-out pair grids.
 
+`draw_flows` draws one row per flow a method declares (`semcorr_jax.outputs`),
+the primary flow first, each with its extras (confidence maps on a fixed
+[0, 1] scale); `draw_match` is its one-flow form.
+
 Uses matplotlib's object API with the Agg canvas (no display, no pyplot
 state). Images are (H, W, 3) in [0, 1] (or uint8); points are `(x, y)` in
 pixels; a mapping `mapping_ab` (H_a, W_a, 2) holds for every pixel of a the
 matching `(x, y)` in b's pixels (docs/architecture.md).
 
-Flow colour encoding (`flow_to_color`, the Middlebury convention of Baker et
-al., "A Database and Evaluation Methodology for Optical Flow"): the hue is the
-direction of the displacement (right = red, down = yellow, left = cyan,
-up = blue/violet), the saturation its length relative to `max_flow`: zero flow
-is white, a flow of length `max_flow` the full colour, longer flows are the
-full colour darkened to 75 %. Non-finite flows are black.
+Flows are colour-coded by `flow_colors.flow_to_color` (Middlebury).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from typing import Mapping
+from typing import Mapping, Sequence
 
-import numpy as np
 from matplotlib.figure import Figure
+import numpy as np
+from PIL import Image
 
+from semcorr_jax import outputs
 from semcorr_jax.evaluation import keypoints as kp
-
-# Colour-wheel segments: (number of hues, start colour); each segment blends
-# linearly from its start colour to the next segment's.
-_WHEEL_SEGMENTS = (
-    (15, (255, 0, 0)),      # red -> yellow
-    (6, (255, 255, 0)),     # yellow -> green
-    (4, (0, 255, 0)),       # green -> cyan
-    (11, (0, 255, 255)),    # cyan -> blue
-    (13, (0, 0, 255)),      # blue -> magenta
-    (6, (255, 0, 255)),     # magenta -> red
-)
-
-
-def color_wheel() -> np.ndarray:
-  """The 55 hues of the flow colour wheel, (55, 3) float64 in [0, 1]."""
-  rows = []
-  for i, (n, start) in enumerate(_WHEEL_SEGMENTS):
-    end = _WHEEL_SEGMENTS[(i + 1) % len(_WHEEL_SEGMENTS)][1]
-    t = np.arange(n, dtype=np.float64)[:, None] / n
-    rows.append((1 - t) * np.array(start) + t * np.array(end))
-  return np.clip(np.concatenate(rows) / 255.0, 0.0, 1.0)
-
-
-def flow_to_color(flow: np.ndarray, max_flow: float | None = None
-                  ) -> np.ndarray:
-  """Colour-codes a flow field (see the module docstring for the encoding).
-
-  Args:
-    flow: (H, W, 2) displacements (dx, dy) in pixels, e.g. `mapping_ab -
-      pixel_grid`.
-    max_flow: length drawn at full saturation; None = the largest finite
-      length in `flow` (at least 1e-6).
-
-  Returns:
-    (H, W, 3) uint8 RGB.
-  """
-  flow = np.asarray(flow, np.float64)
-  finite = np.all(np.isfinite(flow), axis=-1)
-  u = np.where(finite, flow[..., 0], 0.0)
-  v = np.where(finite, flow[..., 1], 0.0)
-  radius = np.hypot(u, v)
-  if max_flow is None:
-    max_flow = float(radius.max()) if radius.size else 0.0
-  radius = radius / max(max_flow, 1e-6)
-
-  wheel = color_wheel()
-  ncols = wheel.shape[0]
-  # Angle in (-1, 1]; pointing left (dx < 0) sits half-way round the wheel.
-  angle = np.arctan2(-v, -u) / np.pi
-  pos = (angle + 1.0) / 2.0 * (ncols - 1)
-  k0 = np.floor(pos).astype(np.int64)
-  k1 = (k0 + 1) % ncols
-  frac = (pos - k0)[..., None]
-  hue = (1 - frac) * wheel[k0] + frac * wheel[k1]  # (H, W, 3)
-
-  r = radius[..., None]
-  color = np.where(r <= 1.0, 1.0 - r * (1.0 - hue), hue * 0.75)
-  color = np.where(finite[..., None], color, 0.0)
-  return np.round(np.clip(color, 0, 1) * 255).astype(np.uint8)
+from semcorr_jax.evaluation.flow_colors import color_wheel
+from semcorr_jax.evaluation.flow_colors import flow_to_color
 
 
 def to_float_image(image: np.ndarray) -> np.ndarray:
@@ -162,41 +107,202 @@ def _save(fig: Figure, path: str, dpi: int) -> str:
   return path
 
 
-# Confidence maps drawn on a fixed [0, 1] scale, in this order, titled so.
-CONFIDENCE_TITLES = {
-    'confidence_st': 'confidence (source -> target)',
-    'confidence_ts': 'confidence (target -> source)',
-    'base_confidence_st': 'base confidence (source -> target)',
-    'base_confidence_ts': 'base confidence (target -> source)',
-}
+# Words for the two directions of a flow's maps, in panel titles.
+DIRECTION_WORDS = {'st': 'source -> target', 'ts': 'target -> source'}
+
+# (key, title, (H, W) float32 map, vmin, vmax); None = auto-scaled.
+Panel = tuple[str, str, np.ndarray, float | None, float | None]
 
 
-def map_panels(extra_maps: Mapping[str, np.ndarray] | None
-               ) -> list[tuple[str, str, np.ndarray, float | None,
-                               float | None]]:
-  """How `draw_match` draws extra (H, W) maps.
+@dataclasses.dataclass(frozen=True)
+class Row:
+  """One row of `draw_flows`: one declared flow.
+
+  Attributes:
+    flow: the flow's name.
+    label: '' for the primary flow, else '<name> ' (a prefix of titles).
+    description: the flow's declared description.
+    mapping_st: (H_s, W_s, 2) source -> target, in target pixels.
+    mapping_ts: (H_t, W_t, 2) target -> source, in source pixels.
+    panels: its extra maps as drawn (`Panel`s).
+  """
+  flow: str
+  label: str
+  description: str
+  mapping_st: np.ndarray
+  mapping_ts: np.ndarray
+  panels: tuple[Panel, ...]
+
+
+def _as_map(value: np.ndarray) -> np.ndarray | None:
+  """(H, W) or (H, W, 1) -> (H, W) float32; None for anything else."""
+  value = np.asarray(value, np.float32)
+  if value.ndim == 3 and value.shape[-1] == 1:
+    value = value[..., 0]
+  return value if value.ndim == 2 else None
+
+
+def _panel(key: str, title: str, value: np.ndarray, kind: str
+           ) -> Panel | None:
+  value = _as_map(value)
+  if value is None:
+    return None
+  if kind == outputs.CONFIDENCE:
+    return (key, title, value, 0.0, 1.0)
+  return (key, title, value, None, None)
+
+
+def flow_panels(flows: Sequence[outputs.Flow], name: str,
+                maps: Mapping[str, np.ndarray]) -> list[Panel]:
+  """The extras flow `name` declares that `maps` holds, as drawn.
+
+  In declared order, each direction present (st, then ts); confidence
+  extras on the fixed scale [0, 1], others auto-scaled. Extras that are
+  not one (H, W) map per direction are skipped.
 
   Args:
-    extra_maps: name -> (H, W) or (H, W, 1) map.
+    flows: the method's declared flows.
+    name: one of them.
+    maps: flat maps (`outputs` keys) of one pair, e.g. `Matcher.match`.
+  """
+  flow = outputs.find(flows, name)
+  label = outputs.prefix(flows, name).replace('_', ' ')
+  panels = []
+  for extra in flow.extras:
+    for direction in outputs.DIRECTIONS:
+      key = outputs.key(flows, name, extra, direction)
+      if key in maps:
+        panel = _panel(key, f'{label}{extra} ({DIRECTION_WORDS[direction]})',
+                       maps[key], extra)
+        if panel is not None:
+          panels.append(panel)
+  return panels
+
+
+def map_panels(extra_maps: Mapping[str, np.ndarray] | None) -> list[Panel]:
+  """Undeclared (H, W) maps, by name: `confidence_st`, `x_confidence_ts`, ...
+  on the fixed scale [0, 1] (first), every other map auto-scaled and titled
+  by its name; otherwise in the given order."""
+  panels = []
+  for key, value in (extra_maps or {}).items():
+    stem, _, direction = key.rpartition('_')
+    confidence = (direction in DIRECTION_WORDS and
+                  stem.rpartition('_')[2] == outputs.CONFIDENCE)
+    title = (f'{stem.replace("_", " ")} ({DIRECTION_WORDS[direction]})'
+             if confidence else key)
+    panel = _panel(key, title, value, outputs.CONFIDENCE if confidence else '')
+    if panel is not None:
+      panels.append(panel)
+  return sorted(panels, key=lambda p: p[3] is None)  # stable
+
+
+def match_rows(flows: Sequence[outputs.Flow], maps: Mapping[str, np.ndarray],
+               extra_maps: Mapping[str, np.ndarray] | None = None
+               ) -> list[Row]:
+  """What `draw_flows` draws: one `Row` per declared flow, the primary first.
+
+  Args:
+    flows: the method's declared flows (`method.flows`).
+    maps: flat maps of one pair (`Matcher.match`): every flow's
+      `mapping_st`/`mapping_ts` and any of its declared extras.
+    extra_maps: undeclared (H, W) maps, drawn in the primary row after its
+      own (`map_panels`).
+
+  Raises:
+    KeyError: a declared mapping is missing from `maps`.
+  """
+  per_flow = outputs.split(flows, maps)
+  rows = []
+  for i, flow in enumerate(flows):
+    panels = flow_panels(flows, flow.name, maps)
+    if i == 0:
+      panels += map_panels(extra_maps)
+    rows.append(Row(flow=flow.name,
+                    label=outputs.prefix(flows, flow.name).replace('_', ' '),
+                    description=flow.description,
+                    mapping_st=np.asarray(per_flow[flow.name]['mapping_st']),
+                    mapping_ts=np.asarray(per_flow[flow.name]['mapping_ts']),
+                    panels=tuple(panels)))
+  return rows
+
+
+def match_figure(source: np.ndarray, target: np.ndarray,
+                 flows: Sequence[outputs.Flow],
+                 maps: Mapping[str, np.ndarray],
+                 points_s: np.ndarray | None = None,
+                 points_t: np.ndarray | None = None,
+                 extra_maps: Mapping[str, np.ndarray] | None = None,
+                 title: str | None = None) -> Figure:
+  """The figure of `draw_flows` (one row per declared flow)."""
+  source, target = to_float_image(source), to_float_image(target)
+  rows = match_rows(flows, maps, extra_maps)
+  if points_s is not None and points_t is None:
+    points_t = kp.transfer_keypoints(rows[0].mapping_st, points_s)
+  colors = point_colors(0 if points_s is None else len(points_s))
+
+  cols = 4 + max(len(r.panels) for r in rows)
+  fig = Figure(figsize=(3.2 * cols, 3.6 * len(rows)))
+  axes = fig.subplots(len(rows), cols, squeeze=False)
+  for i, row in enumerate(rows):
+    if i == 0:
+      _show(axes[0, 0], source, 'source')
+      _scatter(axes[0, 0], points_s, colors)
+      if len(rows) > 1:
+        axes[0, 0].set_ylabel(row.flow, fontsize=9)
+      moved, by = points_t, 'transferred keypoints'
+    else:
+      axes[i, 0].axis('off')
+      axes[i, 0].text(0.5, 0.5, f'{row.flow}\n{row.description}'.strip(),
+                      ha='center', va='center', fontsize=9, wrap=True)
+      moved = (None if points_s is None else
+               kp.transfer_keypoints(row.mapping_st, points_s))
+      by = f'keypoints by the {row.flow} flow'
+    _show(axes[i, 1], target, f'target ({by})')
+    _scatter(axes[i, 1], moved, colors)
+    _show(axes[i, 2], warp_image(source, row.mapping_ts),
+          'source warped to target' + (f' ({row.flow})' if i else ''))
+    _show(axes[i, 3], flow_to_color(flow_of(row.mapping_st)),
+          f'{row.label}flow source -> target')
+    _draw_maps(fig, axes[i, 4:], row.panels)
+  if title:
+    fig.suptitle(title, fontsize=10)
+  return fig
+
+
+def draw_flows(path: str, source: np.ndarray, target: np.ndarray,
+               flows: Sequence[outputs.Flow], maps: Mapping[str, np.ndarray],
+               points_s: np.ndarray | None = None,
+               points_t: np.ndarray | None = None,
+               extra_maps: Mapping[str, np.ndarray] | None = None,
+               title: str | None = None, dpi: int = 110) -> str:
+  """Writes a PNG of one matched pair, one row per declared flow.
+
+  Each row, the primary flow's first: the source with its keypoints (first
+  row; later rows name their flow there), the target with the keypoints
+  moved by the row's `mapping_st` (same colours), the source warped into the
+  target frame (sampled at the row's `mapping_ts`), the colour-coded flow
+  `mapping_st - grid` (`flow_to_color`), then the row's extras with colour
+  bars (`flow_panels`: confidence maps on the fixed scale [0, 1]).
+
+  Args:
+    path: output PNG file.
+    source: (H_s, W_s, 3) image, uint8 or float in [0, 1].
+    target: (H_t, W_t, 3) image.
+    flows: the method's declared flows.
+    maps: flat maps of the pair (`Matcher.match`).
+    points_s: optional (N, 2) source keypoints.
+    points_t: optional (N, 2) their positions in the target by the primary
+      flow; None with `points_s` given = read from its `mapping_st`.
+    extra_maps: undeclared (H, W) maps for the first row (`map_panels`).
+    title: figure title.
+    dpi: resolution of the PNG.
 
   Returns:
-    (name, title, (H, W) float32 map, vmin, vmax) per map: the confidence
-    maps of `CONFIDENCE_TITLES` first, in its order, on the fixed scale
-    [0, 1]; then the others in their order, auto-scaled (None).
+    `path`.
   """
-  extra_maps = dict(extra_maps or {})
-  names = [n for n in CONFIDENCE_TITLES if n in extra_maps]
-  names += [n for n in extra_maps if n not in CONFIDENCE_TITLES]
-  panels = []
-  for name in names:
-    value = np.asarray(extra_maps[name], np.float32)
-    if value.ndim == 3 and value.shape[-1] == 1:
-      value = value[..., 0]
-    if name in CONFIDENCE_TITLES:
-      panels.append((name, CONFIDENCE_TITLES[name], value, 0.0, 1.0))
-    else:
-      panels.append((name, name, value, None, None))
-  return panels
+  fig = match_figure(source, target, flows, maps, points_s=points_s,
+                     points_t=points_t, extra_maps=extra_maps, title=title)
+  return _save(fig, path, dpi)
 
 
 def draw_match(path: str, source: np.ndarray, target: np.ndarray,
@@ -204,20 +310,8 @@ def draw_match(path: str, source: np.ndarray, target: np.ndarray,
                points_s: np.ndarray | None = None,
                points_t: np.ndarray | None = None,
                extra_maps: Mapping[str, np.ndarray] | None = None,
-               title: str | None = None, dpi: int = 110,
-               base_mapping_st: np.ndarray | None = None,
-               base_mapping_ts: np.ndarray | None = None) -> str:
-  """Writes a PNG showing one predicted match.
-
-  Panels: the source with its keypoints, the target with the transferred
-  keypoints (same colours), the source warped into the target frame (source
-  sampled at `mapping_ts`), the colour-coded flow `mapping_st - grid`
-  (`flow_to_color`), then one panel per extra map with a colour bar:
-  confidence maps ('confidence_st', ...: `CONFIDENCE_TITLES`) on a fixed
-  [0, 1] scale, other maps auto-scaled. With base mappings (CAMNet) a second
-  row shows the base flow the same way, aligned under the first: the target
-  with the keypoints moved by `base_mapping_st`, the source warped by
-  `base_mapping_ts`, the base flow, and the 'base_confidence_*' maps.
+               title: str | None = None, dpi: int = 110) -> str:
+  """`draw_flows` of a single flow: one row.
 
   Args:
     path: output PNG file.
@@ -228,56 +322,21 @@ def draw_match(path: str, source: np.ndarray, target: np.ndarray,
     points_s: optional (N, 2) source keypoints.
     points_t: optional (N, 2) their positions in the target; None with
       `points_s` given = `transfer_keypoints(mapping_st, points_s)`.
-    extra_maps: name -> (H, W) map drawn with a colour bar.
+    extra_maps: name -> (H, W) map drawn with a colour bar (`map_panels`).
     title: figure title.
     dpi: resolution of the PNG.
-    base_mapping_st: optional (H_s, W_s, 2) base mapping source -> target.
-    base_mapping_ts: optional (H_t, W_t, 2) base mapping target -> source
-      (the second row needs both).
 
   Returns:
     `path`.
   """
-  source, target = to_float_image(source), to_float_image(target)
-  if points_s is not None and points_t is None:
-    points_t = kp.transfer_keypoints(mapping_st, points_s)
-  n = 0 if points_s is None else len(points_s)
-  colors = point_colors(n)
-  maps = map_panels(extra_maps)
-  base = base_mapping_st is not None and base_mapping_ts is not None
-  top = [m for m in maps if not (base and m[0].startswith('base_'))]
-  bottom = [m for m in maps if base and m[0].startswith('base_')]
-
-  cols = 4 + max(len(top), len(bottom))
-  rows = 2 if base else 1
-  fig = Figure(figsize=(3.2 * cols, 3.6 * rows))
-  axes = fig.subplots(rows, cols, squeeze=False)
-  _show(axes[0, 0], source, 'source')
-  _scatter(axes[0, 0], points_s, colors)
-  _show(axes[0, 1], target, 'target (transferred keypoints)')
-  _scatter(axes[0, 1], points_t, colors)
-  _show(axes[0, 2], warp_image(source, mapping_ts), 'source warped to target')
-  _show(axes[0, 3], flow_to_color(flow_of(mapping_st)),
-        'flow source -> target')
-  _draw_maps(fig, axes[0, 4:], top)
-  if base:
-    axes[1, 0].axis('off')
-    _show(axes[1, 1], target, 'target (keypoints by the base flow)')
-    if points_s is not None:
-      _scatter(axes[1, 1], kp.transfer_keypoints(base_mapping_st, points_s),
-               colors)
-    _show(axes[1, 2], warp_image(source, base_mapping_ts),
-          'source warped to target (base)')
-    _show(axes[1, 3], flow_to_color(flow_of(base_mapping_st)),
-          'base flow source -> target')
-    _draw_maps(fig, axes[1, 4:], bottom)
-  if title:
-    fig.suptitle(title, fontsize=10)
-  return _save(fig, path, dpi)
+  return draw_flows(path, source, target, outputs.DEFAULT_FLOWS,
+                    {'mapping_st': mapping_st, 'mapping_ts': mapping_ts},
+                    points_s=points_s, points_t=points_t,
+                    extra_maps=extra_maps, title=title, dpi=dpi)
 
 
 def _draw_maps(fig, axes, panels) -> None:
-  """Draws `map_panels` entries with colour bars; leftover axes are hidden."""
+  """Draws `Panel`s with colour bars; leftover axes are hidden."""
   for i, ax in enumerate(axes):
     if i >= len(panels):
       ax.axis('off')
@@ -352,7 +411,6 @@ def draw_eval_pairs(path: str, batch: Mapping[str, np.ndarray],
 
 def save_image(path: str, image: np.ndarray) -> str:
   """Writes an (H, W, 3) uint8 or [0, 1] float image as PNG (atomically)."""
-  from PIL import Image  # pylint: disable=g-import-not-at-top
   image = np.asarray(image)
   if image.dtype != np.uint8:
     image = np.round(to_float_image(image) * 255).astype(np.uint8)

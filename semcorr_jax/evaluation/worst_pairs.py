@@ -19,6 +19,8 @@ from typing import Mapping, Sequence
 from matplotlib.figure import Figure
 import numpy as np
 
+from semcorr_jax.evaluation import caltech
+from semcorr_jax.evaluation import tss
 from semcorr_jax.evaluation import visualize
 
 # pylint: disable=protected-access
@@ -94,7 +96,6 @@ def worst_pair_row(example, prediction, record, kind: str, protocol,
                               protocol.get('direction', 'ts'))
     panels.append({'image': warped, 'title': 'source warped to target'})
   elif kind == 'flow':
-    from semcorr_jax.evaluation import tss  # pylint: disable=g-import-not-at-top
     panels = [{'image': source, 'title': 'source'},
               {'image': target, 'title': 'target'},
               {'image': warped, 'title': 'source warped (predicted)'},
@@ -102,7 +103,6 @@ def worst_pair_row(example, prediction, record, kind: str, protocol,
                                              tss.gt_mapping_ts(example)),
                'title': 'source warped (truth)'}]
   elif kind == 'masks':
-    from semcorr_jax.evaluation import caltech  # pylint: disable=g-import-not-at-top
     source_mask, target_mask = caltech.pair_masks(example, protocol)
     moved = caltech.warp_mask(
         source_mask, prediction.dense('ts'),

@@ -1,4 +1,4 @@
-"""Pure geometry: grids, sampling, correlation, soft-argmax, consistency.
+"""Pure geometry: grids, sampling, correlation, soft-argmax, consistency, masks.
 
 Every function follows the coordinate conventions of docs/architecture.md:
 points are (x, y) pixels with pixel centres at integers, normalised coordinates
@@ -21,10 +21,13 @@ from semcorr_jax.geometry.grids import flow_to_mapping
 from semcorr_jax.geometry.grids import in_bounds
 from semcorr_jax.geometry.grids import mapping_to_flow
 from semcorr_jax.geometry.grids import normalize_coords
+from semcorr_jax.geometry.grids import normalized_flow
+from semcorr_jax.geometry.grids import normalized_to_mapping
 from semcorr_jax.geometry.grids import pixel_grid
 from semcorr_jax.geometry.grids import rescale_coords
 from semcorr_jax.geometry.grids import resize_images
 from semcorr_jax.geometry.grids import resize_mapping
+from semcorr_jax.geometry.masks import downsample_mask
 from semcorr_jax.geometry.sampling import bilinear_sample
 from semcorr_jax.geometry.sampling import grid_sample
 from semcorr_jax.geometry.sampling import sample_points
@@ -40,6 +43,7 @@ __all__ = [
     'correlation_4d',
     'cycle_error',
     'denormalize_coords',
+    'downsample_mask',
     'flow_to_mapping',
     'forward_backward_mask',
     'gaussian_around_argmax',
@@ -53,6 +57,8 @@ __all__ = [
     'normalize_coords',
     'normalize_over_a',
     'normalize_over_b',
+    'normalized_flow',
+    'normalized_to_mapping',
     'pixel_grid',
     'rescale_coords',
     'resize_images',

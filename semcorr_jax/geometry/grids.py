@@ -117,6 +117,38 @@ def flow_to_mapping(flow: jax.Array) -> jax.Array:
   return flow + pixel_grid(h, w, flow.dtype)
 
 
+def normalized_flow(mapping_ab: jax.Array, hw_b: Sequence[int]
+                    ) -> jax.Array:
+  """SFNet's flow `grid_ab - regular_grid_a` in align-corners [-1, 1] units.
+
+  Args:
+    mapping_ab: (B, ha, wa, 2) absolute (x, y) in b's cells.
+    hw_b: (hb, wb) of b's grid.
+
+  Returns:
+    (B, ha, wa, 2) flow (dx, dy) in normalised units (2 = the whole image).
+  """
+  ha, wa = mapping_ab.shape[1], mapping_ab.shape[2]
+  grid_ab = normalize_coords(mapping_ab, hw_b[0], hw_b[1])
+  regular = normalize_coords(pixel_grid(ha, wa, mapping_ab.dtype), ha, wa)
+  return grid_ab - regular
+
+
+def normalized_to_mapping(flow: jax.Array, hw_b: Sequence[int]) -> jax.Array:
+  """Inverse of `normalized_flow`: flow in [-1, 1] units -> cells of b.
+
+  Args:
+    flow: (B, ha, wa, 2) displacement in align-corners normalised units.
+    hw_b: (hb, wb) grid the mapping points into.
+
+  Returns:
+    (B, ha, wa, 2) absolute (x, y) in b's cells.
+  """
+  ha, wa = flow.shape[1], flow.shape[2]
+  regular = normalize_coords(pixel_grid(ha, wa, flow.dtype), ha, wa)
+  return denormalize_coords(regular + flow, hw_b[0], hw_b[1])
+
+
 def rescale_coords(
     points: jax.Array, from_hw: Sequence[int], to_hw: Sequence[int]
 ) -> jax.Array:

@@ -4,19 +4,20 @@ Alignment (Eq. 4-5) reuses SFNet's mask and flow consistency terms on the
 feature grid; the confidence terms (Eq. 6-7) compare the predicted confidence
 with a ground truth made by thresholding the error of the predicted flow
 against the synthetic ground-truth flow; the adversarial terms (Eq. 10,
-12-14) are least-squares GAN losses on patch scores of a discriminator.
+12-14) are least-squares GAN losses on patch scores of a discriminator, whose
+input pairs (Eq. 8-9) `discriminator_pairs` builds.
 
 Every loss is "multiplied by the foreground masks" (Sec. 4): alignment
 through SFNet's masked terms, confidence by averaging over foreground cells
 where the ground truth is defined, adversarial by masking D's input images
-(`methods.camnet`).
+(`discriminator_pairs`).
 
 Per-image terms return (B,); the weighted totals average over the batch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -26,14 +27,9 @@ from semcorr_jax.losses import sfnet as sfnet_losses
 
 Array = jax.Array
 
-# Paper 000, Sec. 5.1.
-PAPER_WEIGHTS = {'mask_weight': 0.188, 'base_weight': 0.4,
-                 'base_confidence_weight': 0.4, 'align_weight': 288.0,
-                 'confidence_weight': 18.0, 'adversarial_weight': 1.0}
-
 
 def alignment_loss(mapping_st: Array, mapping_ts: Array, mask_s: Array,
-                   mask_t: Array, mask_weight: float = 0.188) -> Array:
+                   mask_t: Array, mask_weight: float) -> Array:
   """L_a = lambda * L_mask + L_flow (Eq. 4), per image.
 
   Args:
@@ -52,9 +48,8 @@ def alignment_loss(mapping_st: Array, mapping_ts: Array, mask_s: Array,
 
 
 def total_alignment_loss(base: Sequence[Array], refined: Sequence[Array],
-                         mask_s: Array, mask_t: Array,
-                         mask_weight: float = 0.188,
-                         base_weight: float = 0.4) -> Array:
+                         mask_s: Array, mask_t: Array, mask_weight: float,
+                         base_weight: float) -> Array:
   """L_align = gamma * L_a(F_b) + L_a(F_r) (Eq. 5), per image.
 
   Args:
@@ -174,7 +169,7 @@ def confidence_loss(logits: Sequence[Array], labels: Sequence[Array],
 
 
 def total_confidence_loss(base: Array, refined: Array,
-                          base_weight: float = 0.4) -> Array:
+                          base_weight: float) -> Array:
   """L_confi = beta * L_c(base) + L_c(refined) (Eq. 7), per image.
 
   Args:
@@ -186,6 +181,70 @@ def total_confidence_loss(base: Array, refined: Array,
     (B,) per-image L_confi.
   """
   return base_weight * base + refined
+
+
+def warp_to_reference(image: Array, mapping: Array) -> Array:
+  """W(I; F) of Eq. 8: `image` seen in the frame of the mapping's grid.
+
+  Args:
+    image: (B, H, W, C) the image warped (the source for mapping_ts).
+    mapping: (B, h, w, 2) for every cell of the reference the (x, y) in the
+      warped image's cells (h x w its feature grid).
+
+  Returns:
+    (B, H, W, C) bilinear samples at the mapping lifted to pixels; 0 where it
+    leaves the image.
+  """
+  hw = image.shape[1:3]
+  mapping_px = geometry.resize_mapping(mapping, hw, mapping.shape[1:3], hw)
+  return geometry.bilinear_sample(image, mapping_px)
+
+
+def _ground_truth_warp(image: Array, batch: Mapping[str, Array],
+                       direction: str) -> Array:
+  """`image` warped by the ground-truth mapping_<direction> (Eq. 9), 0 where
+  that mapping is undefined."""
+  valid = batch[f'valid_{direction}'][..., None] > 0.5
+  mapping = jnp.where(valid, batch[f'mapping_{direction}'], 0.0)
+  return jnp.where(valid, geometry.bilinear_sample(image, mapping), 0.0)
+
+
+def discriminator_pairs(outputs: Mapping[str, Array],
+                        batch: Mapping[str, Array], real_pair: str
+                        ) -> dict[str, Array]:
+  """D's inputs, both directions stacked on the batch axis ([t; s]).
+
+  Args:
+    outputs: the predicted 'mapping_st', 'mapping_ts' (B, h, w, 2) in cells.
+    batch: the synthetic batch: 'source_image', 'target_image' (B, H, W, 3),
+      'source_mask', 'target_mask' (B, H, W), and for real_pair='warped_gt'
+      the ground truth 'mapping_st', 'mapping_ts' (B, H, W, 2) in pixels
+      with 'valid_st', 'valid_ts' (B, H, W).
+    real_pair: 'warped_gt' or 'reference' (`config.gan.real_pair`).
+
+  Returns:
+    'fake' (2B, H, W, 3): source warped by the predicted mapping_ts, and
+    target warped by mapping_st; 'real': the same by the ground truth
+    ('warped_gt') or the reference itself ('reference', Eq. 9 taken
+    literally); 'reference': [target; source]. All are multiplied by the
+    reference's foreground mask.
+  """
+  src, tgt = batch['source_image'], batch['target_image']
+  fake = jnp.concatenate([warp_to_reference(src, outputs['mapping_ts']),
+                          warp_to_reference(tgt, outputs['mapping_st'])])
+  reference = jnp.concatenate([tgt, src])
+  if real_pair == 'warped_gt':
+    real = jnp.concatenate([_ground_truth_warp(src, batch, 'ts'),
+                            _ground_truth_warp(tgt, batch, 'st')])
+  elif real_pair == 'reference':
+    real = reference
+  else:
+    raise ValueError(f"real_pair must be 'warped_gt' or 'reference', got "
+                     f'{real_pair!r}')
+  mask = jnp.concatenate([batch['target_mask'],
+                          batch['source_mask']])[..., None]
+  return {'fake': fake * mask, 'real': real * mask,
+          'reference': reference * mask}
 
 
 def lsgan_generator_loss(fake_scores: Sequence[Array]) -> Array:
@@ -219,9 +278,8 @@ def lsgan_discriminator_loss(real_scores: Sequence[Array],
 
 
 def generator_loss(align: Array, confidence: Array, adversarial: Array,
-                   align_weight: float = 288.0,
-                   confidence_weight: float = 18.0,
-                   adversarial_weight: float = 1.0) -> Array:
+                   align_weight: float, confidence_weight: float,
+                   adversarial_weight: float) -> Array:
   """L_G = mu1 L_align + mu2 L_confi + L_adv (Eq. 11), batch mean.
 
   Args:

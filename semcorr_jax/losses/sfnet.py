@@ -4,8 +4,9 @@ Everything works at feature resolution (h x w, the layer3 grid) on binary
 foreground masks. Inputs are our mappings (docs/architecture.md:
 `mapping_st` (B, hs, ws, 2) = for every source cell the (x, y) in target
 cells); flows are converted to SFNet's units, differences of align-corners
-normalised grids in [-1, 1] (`flow = grid - regular_grid`), so the paper's
-weights (3, 16, 0.5) keep their meaning.
+normalised grids in [-1, 1] (`geometry.normalized_flow`), so the paper's
+weights (3, 16, 0.5) keep their meaning. Masks come at feature resolution
+(`geometry.downsample_mask`).
 
 Per-image terms return shape (B,); `sfnet_loss` averages them over the batch
 (SFNet divides the batch sum by B).
@@ -13,7 +14,7 @@ Per-image terms return shape (B,); `sfnet_loss` averages them over the batch
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -22,53 +23,8 @@ from semcorr_jax import geometry
 
 Array = jax.Array
 
-# Loss weights lambda1..3 of SFNet's train.py.
-SFNET_WEIGHTS = {'mask': 3.0, 'flow': 16.0, 'smooth': 0.5}
 # SFNet's foreground count `N = sum(M) + eps` uses eps = 1.
 _COUNT_EPS = 1.0
-
-
-def downsample_mask(mask: Array, hw: Sequence[int], threshold: float = 0.1
-                    ) -> Array:
-  """Resizes foreground masks to the feature grid and binarises `> threshold`.
-
-  SFNet resizes its 320x320 masks to 20x20 with PIL's bilinear filter, which
-  antialiases when shrinking (a triangle filter as wide as the scale factor),
-  then binarises `> 0.1`: a cell is foreground if roughly 10% of its pixels
-  are. `jax.image.resize(..., 'linear', antialias=True)` is the same filter
-  (pixel-centre convention, like PIL); point-sampling bilinear would alias
-  thin parts away.
-
-  Args:
-    mask: (B, H, W) foreground in [0, 1].
-    hw: (h, w) output grid.
-    threshold: binarisation threshold (SFNet 0.1).
-
-  Returns:
-    (B, h, w) float32 in {0, 1}.
-  """
-  b = mask.shape[0]
-  shape = (b, int(hw[0]), int(hw[1]))
-  small = jax.image.resize(mask.astype(jnp.float32), shape, method='linear',
-                           antialias=True)
-  return (small > threshold).astype(jnp.float32)
-
-
-def normalized_flow(mapping_ab: Array, hw_b: Sequence[int]) -> Array:
-  """SFNet flow `grid_ab - regular_grid_a` in align-corners [-1, 1] units.
-
-  Args:
-    mapping_ab: (B, ha, wa, 2) absolute (x, y) in b's cells.
-    hw_b: (hb, wb) of b's grid.
-
-  Returns:
-    (B, ha, wa, 2) flow (dx, dy) in normalised units (2 = the whole image).
-  """
-  ha, wa = mapping_ab.shape[1], mapping_ab.shape[2]
-  grid_ab = geometry.normalize_coords(mapping_ab, hw_b[0], hw_b[1])
-  regular = geometry.normalize_coords(
-      geometry.pixel_grid(ha, wa, mapping_ab.dtype), ha, wa)
-  return grid_ab - regular
 
 
 def _sum_hw(x: Array) -> Array:
@@ -106,7 +62,7 @@ def flow_consistency_loss(mapping_st: Array, mapping_ts: Array,
                           mask_s: Array, mask_t: Array) -> Array:
   """Flow consistency L2: each flow should be minus the other one, warped.
 
-  With normalised flows F_st, F_ts (`normalized_flow`),
+  With normalised flows F_st, F_ts (`geometry.normalized_flow`),
   `F~_st = -sample(F_ts, mapping_st) * M_s` and `N_s = sum M_s + 1`:
 
     L2 = sum_p (F_st M_s - F~_st)^2 / N_s + sum_p (F_ts M_t - F~_ts)^2 / N_t,
@@ -122,8 +78,8 @@ def flow_consistency_loss(mapping_st: Array, mapping_ts: Array,
   Returns:
     (B,) per-image L2.
   """
-  flow_st = normalized_flow(mapping_st, mask_t.shape[1:])
-  flow_ts = normalized_flow(mapping_ts, mask_s.shape[1:])
+  flow_st = geometry.normalized_flow(mapping_st, mask_t.shape[1:])
+  flow_ts = geometry.normalized_flow(mapping_ts, mask_s.shape[1:])
 
   def one_side(flow_ab, flow_ba, mapping_ab, mask_a):
     m = mask_a[..., None]
@@ -182,15 +138,14 @@ def smoothness_loss(mapping_st: Array, mapping_ts: Array, mask_s: Array,
   Returns:
     (B,) per-image L3.
   """
-  flow_st = normalized_flow(mapping_st, mask_t.shape[1:])
-  flow_ts = normalized_flow(mapping_ts, mask_s.shape[1:])
+  flow_st = geometry.normalized_flow(mapping_st, mask_t.shape[1:])
+  flow_ts = geometry.normalized_flow(mapping_ts, mask_s.shape[1:])
   return (flow_smoothness(flow_st, mask_s, sum_components)
           + flow_smoothness(flow_ts, mask_t, sum_components))
 
 
 def sfnet_loss(outputs: Mapping[str, Array], source_mask: Array,
-               target_mask: Array,
-               weights: Mapping[str, float] | None = None
+               target_mask: Array, weights: Mapping[str, float]
                ) -> tuple[Array, dict[str, Array]]:
   """SFNet total loss `mean_batch(l1 L1 + l2 L2 + l3 L3)`.
 
@@ -200,15 +155,15 @@ def sfnet_loss(outputs: Mapping[str, Array], source_mask: Array,
   Args:
     outputs: model outputs with 'mapping_st' (B, hs, ws, 2) and 'mapping_ts'
       (B, ht, wt, 2) on the feature grid.
-    source_mask: (B, hs, ws) binary, at feature resolution (`downsample_mask`).
+    source_mask: (B, hs, ws) binary, at feature resolution
+      (`geometry.downsample_mask`).
     target_mask: (B, ht, wt) binary, at feature resolution.
-    weights: {'mask', 'flow', 'smooth'}; defaults to `SFNET_WEIGHTS`.
+    weights: {'mask', 'flow', 'smooth'} (`config.loss`; SFNet 3, 16, 0.5).
 
   Returns:
     (total, metrics): scalar loss and the unweighted batch-mean terms
     'mask_loss', 'flow_loss', 'smooth_loss'.
   """
-  w = dict(SFNET_WEIGHTS, **(weights or {}))
   mapping_st = outputs['mapping_st'].astype(jnp.float32)
   mapping_ts = outputs['mapping_ts'].astype(jnp.float32)
   args = (mapping_st, mapping_ts, source_mask.astype(jnp.float32),
@@ -216,5 +171,6 @@ def sfnet_loss(outputs: Mapping[str, Array], source_mask: Array,
   l1 = jnp.mean(mask_consistency_loss(*args))
   l2 = jnp.mean(flow_consistency_loss(*args))
   l3 = jnp.mean(smoothness_loss(*args))
-  total = w['mask'] * l1 + w['flow'] * l2 + w['smooth'] * l3
+  total = (weights['mask'] * l1 + weights['flow'] * l2
+           + weights['smooth'] * l3)
   return total, {'mask_loss': l1, 'flow_loss': l2, 'smooth_loss': l3}

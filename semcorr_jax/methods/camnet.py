@@ -5,11 +5,10 @@ lifted to image resolution, warp each image into the other's frame. The
 PatchGAN discriminator D scores (warped, reference) pairs inside the
 reference's foreground. One `train_step` is one generator update followed by
 `config.gan.disc_steps` discriminator updates on the same batch's warps
-(alternating, Fig. 3). G and D have separate optax optimisers and states,
-held in one `GANTrainState` that is checkpointed as a whole; `params` /
-`model_state` / `opt_state` are the generator's, so the generic trainer,
-pretrained loading and inference see the generator only (D is dropped after
-training).
+(alternating, Fig. 3). G and D each have their own `TrainState` (step,
+parameters, optimiser), held together in a `GANTrainState` that is
+checkpointed as a whole; inference reads the generator only (D is dropped
+after training).
 
 Without the GAN (`config.gan.enabled=False`, the first Table-3 rows) the
 state is the plain `TrainState` and the step is the base single-optimiser
@@ -27,9 +26,9 @@ import jax.numpy as jnp
 import optax
 
 from semcorr_jax import geometry
+from semcorr_jax import outputs
 from semcorr_jax.errors import SemcorrError
 from semcorr_jax.losses import camnet as camnet_losses
-from semcorr_jax.losses import sfnet as sfnet_losses
 from semcorr_jax.methods import base
 from semcorr_jax.models import backbones
 from semcorr_jax.models import camnet as camnet_model
@@ -37,61 +36,38 @@ from semcorr_jax.models import patchgan
 
 Array = jax.Array
 PyTree = Any
-MODEL_STATE = base.MODEL_STATE
 BACKBONE = ('base', 'backbone')
+# D's entry in `state_variables` (beside the generator's collections) and
+# the name of its one parameter group (`learning_rate/discriminator`).
+DISCRIMINATOR = 'discriminator'
 
 
 @flax.struct.dataclass
-class GANTrainState(base.TrainState):
-  """`TrainState` of the generator plus the discriminator's own.
+class GANTrainState:
+  """The generator's and the discriminator's train states.
 
   Attributes:
-    disc_params: D's `params`.
-    disc_opt_state: the optax state of `disc_tx`.
-    disc_tx: D's optimiser (static).
+    generator: CAMNet's `TrainState`; its step counts train steps.
+    discriminator: D's `TrainState` (optimiser `config.disc_optimizer`); its
+      step counts D updates (`gan.disc_steps` per train step).
   """
-  disc_params: PyTree
-  disc_opt_state: optax.OptState
-  disc_tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+  generator: base.TrainState
+  discriminator: base.TrainState
 
-
-def warp_to_reference(image: Array, mapping: Array) -> Array:
-  """W(I; F) of Eq. 8: `image` seen in the frame of the mapping's grid.
-
-  Args:
-    image: (B, H, W, C) the image warped (the source for mapping_ts).
-    mapping: (B, h, w, 2) for every cell of the reference the (x, y) in the
-      warped image's cells (h x w its feature grid).
-
-  Returns:
-    (B, H, W, C) bilinear samples at the mapping lifted to pixels; 0 where it
-    leaves the image.
-  """
-  hw = image.shape[1:3]
-  mapping_px = geometry.resize_mapping(mapping, hw, mapping.shape[1:3], hw)
-  return geometry.bilinear_sample(image, mapping_px)
-
-
-def _ground_truth_warp(image: Array, batch: base.Batch, direction: str
-                       ) -> Array:
-  """`image` warped by the ground-truth mapping_<direction> (Eq. 9), 0 where
-  that mapping is undefined."""
-  valid = batch[f'valid_{direction}'][..., None] > 0.5
-  mapping = jnp.where(valid, batch[f'mapping_{direction}'], 0.0)
-  return jnp.where(valid, geometry.bilinear_sample(image, mapping), 0.0)
+  @property
+  def step(self) -> Array:
+    """Train steps done (the generator's updates)."""
+    return self.generator.step
 
 
 def check_config(config) -> None:
   """One clear error for CAMNet settings that cannot work.
 
   Raises:
-    SemcorrError: a data source without dense ground truth and masks, a bad
-      GAN setting or confidence threshold.
+    SemcorrError: a bad GAN setting or confidence threshold. (Data without
+      the dense ground truth and masks CAMNet trains on is refused by the
+      trainer, from `batch_keys`.)
   """
-  if config.data.get('source') == 'pf_pascal':
-    raise SemcorrError(
-        "camnet trains on synthetic pairs (dense ground truth and masks); "
-        "data.source='pf_pascal' has keypoints only")
   gan = config.gan
   if gan.enabled and int(gan.disc_steps) < 1:
     raise SemcorrError(f'gan.disc_steps must be >= 1, got {gan.disc_steps} '
@@ -107,13 +83,24 @@ def check_config(config) -> None:
 class CAMNetMethod(base.Method):
   """CAMNet (Huang et al. 2020) trained on synthetic pairs with masks.
 
-  Config: `config.model` (`models.camnet.default_model_config`),
-  `config.backbone`, `config.loss` (mask_weight lambda, base_weight gamma,
-  base_confidence_weight beta, align_weight mu1, confidence_weight mu2,
-  adversarial_weight, confidence_threshold in feature cells),
-  `config.gan` (enabled, disc_steps, real_pair, width, num_layers,
-  sigmoid_output), `config.optimizer` (G) and `config.disc_optimizer` (D).
+  Config (configs/camnet.py): `config.model` (SFNet's fields and the
+  heads'), `config.backbone`, `config.loss` (mask_weight lambda, base_weight
+  gamma, base_confidence_weight beta, align_weight mu1, confidence_weight
+  mu2, adversarial_weight, confidence_threshold in feature cells,
+  update_flow_weight), `config.gan` (enabled, disc_steps, real_pair, width,
+  num_layers, sigmoid_output), `config.optimizer` (G; groups 'backbone' =
+  params/base/backbone, 'model') and `config.disc_optimizer` (D).
   """
+
+  flows = (
+      outputs.Flow('final', ('confidence',), 'refined flow F_r'),
+      outputs.Flow('base', ('confidence',), 'base flow of the SFNet network'),
+  )
+  batch_keys = ('source_image', 'target_image', 'source_mask', 'target_mask',
+                'mapping_st', 'mapping_ts', 'valid_st', 'valid_ts')
+  # Options added after the first CAMNet runs; those runs used these.
+  legacy_defaults = {'model.confidence_inputs': 'features_flow',
+                     'loss.update_flow_weight': 0.0}
 
   def __init__(self, config, total_steps: int):
     check_config(config)
@@ -134,53 +121,93 @@ class CAMNetMethod(base.Method):
 
   # --- initialisation -------------------------------------------------------
   def load_pretrained(self, variables: PyTree) -> PyTree:
-    """Loads `config.backbone.weights` into `params/base/backbone`."""
-    return backbones.load_backbone_pretrained(
-        variables, backbones.backbone_config(self.config), subtree=BACKBONE)
+    """Loads `config.backbone.weights` into `params/base/backbone`.
 
-  def trainable(self, params: PyTree) -> PyTree:
-    """Everything but the frozen backbone of the base network."""
-    flat = flax.traverse_util.flatten_dict(params)
-    return flax.traverse_util.unflatten_dict(
-        {k: k[:2] != BACKBONE for k in flat})
+    `variables` may carry D's (`state_variables` of the GAN state); they
+    pass through untouched.
+    """
+    if DISCRIMINATOR not in variables:
+      return backbones.load_backbone_pretrained(
+          variables, backbones.backbone_config(self.config), subtree=BACKBONE)
+    generator = {k: v for k, v in variables.items() if k != DISCRIMINATOR}
+    loaded = self.load_pretrained(generator)
+    if loaded is generator:  # nothing to load
+      return variables
+    return {**loaded, DISCRIMINATOR: variables[DISCRIMINATOR]}
 
   @functools.cached_property
   def disc_tx(self) -> optax.GradientTransformation:
     # Built once: static metadata of the state, as `tx`.
-    return base.make_optimizer(self.config.disc_optimizer, self.total_steps,
-                               lambda p: jax.tree.map(lambda _: True, p))
+    return base.make_optimizer(
+        self.config.disc_optimizer, self.total_steps, (DISCRIMINATOR,),
+        lambda params: jax.tree.map(lambda _: DISCRIMINATOR, params))
 
-  def init_state(self, rng: Array, batch: base.Batch) -> base.TrainState:
+  def init_state(self, rng: Array, batch: base.Batch
+                 ) -> base.TrainState | GANTrainState:
     g_rng, d_rng = jax.random.split(rng)
-    state = super().init_state(g_rng, batch)
+    generator = super().init_state(g_rng, batch)
     if not self.gan_enabled:
-      return state
+      return generator
     image = batch['target_image'][:1]
-    disc_params = self.build_discriminator().init(d_rng, image,
-                                                  image)['params']
-    return GANTrainState(
-        step=state.step, params=state.params, model_state=state.model_state,
-        opt_state=state.opt_state, tx=state.tx, disc_params=disc_params,
-        disc_opt_state=self.disc_tx.init(disc_params), disc_tx=self.disc_tx)
+    variables = dict(self.build_discriminator().init(d_rng, image, image))
+    params = variables.pop('params')
+    discriminator = base.TrainState(
+        step=jnp.zeros((), jnp.int32), params=params, model_state=variables,
+        opt_state=self.disc_tx.init(params), tx=self.disc_tx)
+    return GANTrainState(generator=generator, discriminator=discriminator)
+
+  # --- what the trainer reads and edits ---------------------------------------
+  def inference_variables(self, state: base.TrainState | GANTrainState
+                          ) -> PyTree:
+    """The generator's variables ({'params', 'batch_stats'})."""
+    if isinstance(state, GANTrainState):
+      state = state.generator
+    return super().inference_variables(state)
+
+  def state_variables(self, state: base.TrainState | GANTrainState) -> PyTree:
+    """The generator's collections, and with the GAN D's under
+    'discriminator' ({'params': ...})."""
+    if not isinstance(state, GANTrainState):
+      return super().state_variables(state)
+    return {**super().state_variables(state.generator),
+            DISCRIMINATOR: super().state_variables(state.discriminator)}
+
+  def with_state_variables(self, state: base.TrainState | GANTrainState,
+                           variables: PyTree
+                           ) -> base.TrainState | GANTrainState:
+    """`state` with the model variables replaced; D's are kept when
+    `variables` has no 'discriminator' entry."""
+    variables = dict(variables)
+    disc = variables.pop(DISCRIMINATOR, None)
+    if not isinstance(state, GANTrainState):
+      return super().with_state_variables(state, variables)
+    discriminator = state.discriminator
+    if disc is not None:
+      discriminator = super().with_state_variables(discriminator, disc)
+    return state.replace(
+        generator=super().with_state_variables(state.generator, variables),
+        discriminator=discriminator)
 
   # --- losses -----------------------------------------------------------------
   def forward_losses(self, params: PyTree, model_state: PyTree,
-                     batch: base.Batch) -> tuple[Array, dict[str, Any], dict]:
+                     batch: base.Batch
+                     ) -> tuple[Array, dict[str, Array], PyTree, dict]:
     """Train-mode forward and mu1 L_align + mu2 L_confi (batch mean).
 
     Returns:
-      (loss, metrics, outputs): metrics carry `MODEL_STATE` (updated
-      BatchNorm statistics); outputs are the model's.
+      (loss, metrics, model_state, out): scalar metrics, the non-param
+      collections after the forward (updated BatchNorm statistics), the
+      model's outputs.
     """
     cfg = self.config.loss
-    outputs, updates = self.model.apply(
+    out, updates = self.model.apply(
         {'params': params, **model_state}, batch['source_image'],
         batch['target_image'], train=True, mutable=['batch_stats'])
-    hw = outputs['feature_hw']
-    mask_s = sfnet_losses.downsample_mask(batch['source_mask'], hw)
-    mask_t = sfnet_losses.downsample_mask(batch['target_mask'], hw)
-    base_maps = (outputs['base_mapping_st'], outputs['base_mapping_ts'])
-    refined_maps = (outputs['mapping_st'], outputs['mapping_ts'])
+    hw = out['feature_hw']
+    mask_s = geometry.downsample_mask(batch['source_mask'], hw)
+    mask_t = geometry.downsample_mask(batch['target_mask'], hw)
+    base_maps = (out['base_mapping_st'], out['base_mapping_ts'])
+    refined_maps = (out['mapping_st'], out['mapping_ts'])
     align = camnet_losses.total_alignment_loss(
         base_maps, refined_maps, mask_s, mask_t, cfg.mask_weight,
         cfg.base_weight if self.model.refinement != 'none' else 0.0)
@@ -191,23 +218,24 @@ class CAMNetMethod(base.Method):
           for d in ('st', 'ts')}
     weights = (mask_s * gt['st'][1], mask_t * gt['ts'][1])
     update = jnp.zeros_like(align)
-    update_weight = cfg.get('update_flow_weight', 0.0)
+    update_weight = cfg.update_flow_weight
     if update_weight and self.model.refinement != 'none':
       # Optional, not in the paper: supervise F_u with the synthetic flow.
       update = sum(camnet_losses.masked_end_point_error(
-          outputs[f'update_mapping_{d}'], gt[d][0], w)
+          out[f'update_mapping_{d}'], gt[d][0], w)
                    for d, w in zip(('st', 'ts'), weights))
       metrics['update_flow_loss'] = jnp.mean(update)
     if self.model.has_confidence:
       terms = {}
       for kind in ('base', 'refined'):
         labels = tuple(camnet_losses.ground_truth_confidence(
-            outputs[f'{"base_" if kind == "base" else ""}mapping_{d}'],
+            out[f'{"base_" if kind == "base" else ""}mapping_{d}'],
             gt[d][0], cfg.confidence_threshold) for d in ('st', 'ts'))
-        logits = (outputs[f'{kind}_confidence_logit_st'],
-                  outputs[f'{kind}_confidence_logit_ts'])
+        logits = (out[f'{kind}_confidence_logit_st'],
+                  out[f'{kind}_confidence_logit_ts'])
         terms[kind] = camnet_losses.confidence_loss(logits, labels, weights)
-        correct = [jnp.sum(((l > 0) == (c > 0.5)) * w) / jnp.maximum(jnp.sum(w), 1.0)
+        correct = [jnp.sum(((l > 0) == (c > 0.5)) * w)
+                   / jnp.maximum(jnp.sum(w), 1.0)
                    for l, c, w in zip(logits, labels, weights)]
         metrics[f'{kind}_confidence_accuracy'] = 0.5 * sum(correct)
         metrics[f'{kind}_correct_fraction'] = 0.5 * sum(
@@ -220,59 +248,34 @@ class CAMNetMethod(base.Method):
         align, confidence, jnp.zeros_like(align), cfg.align_weight,
         cfg.confidence_weight, 0.0)
     total = total + update_weight * jnp.mean(update)
-    flow_st = geometry.mapping_to_flow(outputs['mapping_st'])
+    flow_st = geometry.mapping_to_flow(out['mapping_st'])
     metrics['mean_flow'] = jnp.mean(jnp.linalg.norm(flow_st, axis=-1))
-    metrics[MODEL_STATE] = {**model_state, **updates}
-    return total, metrics, outputs
+    return total, metrics, {**model_state, **updates}, out
 
   def loss(self, params: PyTree, model_state: PyTree, batch: base.Batch,
-           rng: Array) -> tuple[Array, dict[str, Any]]:
+           rng: Array) -> tuple[Array, tuple[dict[str, Array], PyTree]]:
     """L_G without the adversarial term (the step when the GAN is off)."""
     del rng
-    total, metrics, _ = self.forward_losses(params, model_state, batch)
-    return total, metrics
-
-  def discriminator_pairs(self, outputs: dict[str, Any], batch: base.Batch
-                          ) -> dict[str, Array]:
-    """D's inputs, both directions stacked on the batch axis ([t; s]).
-
-    Returns:
-      'fake' (2B, H, W, 3): source warped by the predicted mapping_ts, and
-      target warped by mapping_st; 'real': the same by the ground truth
-      (gan.real_pair='warped_gt') or the reference itself ('reference',
-      Eq. 9 taken literally); 'reference': [target; source]. All are
-      multiplied by the reference's foreground mask.
-    """
-    src, tgt = batch['source_image'], batch['target_image']
-    fake = jnp.concatenate([warp_to_reference(src, outputs['mapping_ts']),
-                            warp_to_reference(tgt, outputs['mapping_st'])])
-    reference = jnp.concatenate([tgt, src])
-    if self.config.gan.real_pair == 'warped_gt':
-      real = jnp.concatenate([_ground_truth_warp(src, batch, 'ts'),
-                              _ground_truth_warp(tgt, batch, 'st')])
-    elif self.config.gan.real_pair == 'reference':
-      real = reference
-    else:  # check_config accepts only the two above
-      raise AssertionError(self.config.gan.real_pair)
-    mask = jnp.concatenate([batch['target_mask'],
-                            batch['source_mask']])[..., None]
-    return {'fake': fake * mask, 'real': real * mask,
-            'reference': reference * mask}
+    total, metrics, model_state, _ = self.forward_losses(params, model_state,
+                                                         batch)
+    return total, (metrics, model_state)
 
   def generator_loss(self, params: PyTree, model_state: PyTree,
-                     disc_params: PyTree, batch: base.Batch
-                     ) -> tuple[Array, tuple[dict[str, Any], dict]]:
-    """L_G (Eq. 11) and, as aux, (metrics, D's input pairs without grad)."""
-    total, metrics, outputs = self.forward_losses(params, model_state, batch)
-    pairs = self.discriminator_pairs(outputs, batch)
-    scores = self.build_discriminator().apply({'params': disc_params},
-                                              pairs['fake'],
+                     disc_variables: PyTree, batch: base.Batch
+                     ) -> tuple[Array, tuple[dict[str, Array], PyTree, dict]]:
+    """L_G (Eq. 11) and, as aux, (metrics, the generator's model state after
+    the forward, D's input pairs without gradient)."""
+    total, metrics, model_state, out = self.forward_losses(
+        params, model_state, batch)
+    pairs = camnet_losses.discriminator_pairs(out, batch,
+                                              self.config.gan.real_pair)
+    scores = self.build_discriminator().apply(disc_variables, pairs['fake'],
                                               pairs['reference'])
     b = batch['source_image'].shape[0]
     adv = camnet_losses.lsgan_generator_loss([scores[:b], scores[b:]])
     metrics['adv_loss'] = jnp.mean(adv)
     total = total + self.config.loss.adversarial_weight * jnp.mean(adv)
-    return total, (metrics, jax.lax.stop_gradient(pairs))
+    return total, (metrics, model_state, jax.lax.stop_gradient(pairs))
 
   def discriminator_loss(self, disc_params: PyTree, pairs: dict[str, Array]
                          ) -> tuple[Array, dict[str, Array]]:
@@ -297,41 +300,50 @@ class CAMNetMethod(base.Method):
   def generator_step(self, state: GANTrainState, batch: base.Batch
                      ) -> tuple[GANTrainState, dict[str, Array], dict]:
     """One G update (D fixed); returns the new state, metrics, D's pairs."""
+    g, d = state.generator, state.discriminator
     grad_fn = jax.value_and_grad(self.generator_loss, has_aux=True)
-    (loss, (metrics, pairs)), grads = grad_fn(
-        state.params, state.model_state, state.disc_params, batch)
-    metrics = dict(metrics)
-    model_state = metrics.pop(MODEL_STATE)
-    updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    metrics.update(loss=loss, grad_norm=optax.tree.norm(grads))
-    return state.replace(step=state.step + 1, params=params,
-                         model_state=model_state,
-                         opt_state=opt_state), metrics, pairs
+    (loss, (metrics, model_state, pairs)), grads = grad_fn(
+        g.params, g.model_state, d.variables(), batch)
+    g, step_metrics = self.apply_gradients(g, grads, model_state)
+    return (state.replace(generator=g),
+            {**metrics, 'loss': loss, **step_metrics}, pairs)
 
   def discriminator_step(self, state: GANTrainState, pairs: dict[str, Array]
                          ) -> tuple[GANTrainState, dict[str, Array]]:
     """One D update on fixed pairs (G untouched)."""
+    d = state.discriminator
     grad_fn = jax.value_and_grad(self.discriminator_loss, has_aux=True)
-    (loss, metrics), grads = grad_fn(state.disc_params, pairs)
-    updates, disc_opt_state = state.disc_tx.update(
-        grads, state.disc_opt_state, state.disc_params)
-    disc_params = optax.apply_updates(state.disc_params, updates)
-    metrics = dict(metrics, disc_loss=loss,
-                   disc_grad_norm=optax.tree.norm(grads))
-    return state.replace(disc_params=disc_params,
-                         disc_opt_state=disc_opt_state), metrics
+    (loss, metrics), grads = grad_fn(d.params, pairs)
+    updates, opt_state = d.tx.update(grads, d.opt_state, d.params)
+    metrics = {**metrics, 'disc_loss': loss,
+               'disc_grad_norm': optax.tree.norm(grads),
+               **base.learning_rates(self.config.disc_optimizer,
+                                     self.total_steps, (DISCRIMINATOR,),
+                                     d.step)}
+    d = d.replace(step=d.step + 1,
+                  params=optax.apply_updates(d.params, updates),
+                  opt_state=opt_state)
+    return state.replace(discriminator=d), metrics
 
-  def train_step(self, state: base.TrainState, batch: base.Batch, rng: Array
-                 ) -> tuple[base.TrainState, dict[str, Array]]:
+  @property
+  def step_parts(self) -> tuple[tuple[str, Any, int], ...]:
+    """The updates one GAN train step makes, in order: (name, fn, repeats)
+    (benchmarks/throughput.py times each alone); () without the GAN."""
+    if not self.gan_enabled:
+      return ()
+    return (('generator', self.generator_step, 1),
+            ('discriminator', self.discriminator_step,
+             int(self.config.gan.disc_steps)))
+
+  def train_step(self, state: base.TrainState | GANTrainState,
+                 batch: base.Batch, rng: Array
+                 ) -> tuple[base.TrainState | GANTrainState, dict[str, Array]]:
     if not self.gan_enabled:
       return super().train_step(state, batch, rng)
-    lr = base.learning_rate_schedule(self.config.optimizer,
-                                     self.total_steps)(state.step)
     state, metrics, pairs = self.generator_step(state, batch)
     for _ in range(int(self.config.gan.disc_steps)):
       state, disc_metrics = self.discriminator_step(state, pairs)
-    return state, dict(metrics, **disc_metrics, learning_rate=lr)
+    return state, {**metrics, **disc_metrics}
 
   # --- inference --------------------------------------------------------------
   def check_input_size(self, variables: PyTree, image_hw: tuple[int, int]
@@ -374,21 +386,21 @@ class CAMNetMethod(base.Method):
       'base_confidence_st'/'_ts'.
     """
     self.check_input_size(variables, source.shape[1:3])
-    outputs = self.model.apply(variables, source, target, train=False)
-    hw = outputs['feature_hw']
+    out = self.model.apply(variables, source, target, train=False)
+    hw = out['feature_hw']
     src_hw, tgt_hw = source.shape[1:3], target.shape[1:3]
     result = {}
     for prefix in ('', 'base_'):
       result[f'{prefix}mapping_st'] = geometry.resize_mapping(
-          outputs[f'{prefix}mapping_st'], src_hw, hw, tgt_hw)
+          out[f'{prefix}mapping_st'], src_hw, hw, tgt_hw)
       result[f'{prefix}mapping_ts'] = geometry.resize_mapping(
-          outputs[f'{prefix}mapping_ts'], tgt_hw, hw, src_hw)
-    result['feature_mapping_st'] = outputs['mapping_st']
-    result['feature_mapping_ts'] = outputs['mapping_ts']
+          out[f'{prefix}mapping_ts'], tgt_hw, hw, src_hw)
+    result['feature_mapping_st'] = out['mapping_st']
+    result['feature_mapping_ts'] = out['mapping_ts']
     if self.model.has_confidence:
       for name, out_name in (('refined_confidence', 'confidence'),
                              ('base_confidence', 'base_confidence')):
         for d, image_hw in (('st', src_hw), ('ts', tgt_hw)):
           result[f'{out_name}_{d}'] = geometry.resize_images(
-              outputs[f'{name}_{d}'][..., None], image_hw)[..., 0]
+              out[f'{name}_{d}'][..., None], image_hw)[..., 0]
     return result

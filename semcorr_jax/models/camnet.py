@@ -43,7 +43,6 @@ import jax.numpy as jnp
 import ml_collections
 
 from semcorr_jax import geometry
-from semcorr_jax.losses import sfnet as sfnet_losses
 from semcorr_jax.models import backbones
 from semcorr_jax.models import sfnet
 
@@ -71,22 +70,6 @@ def fuse_flows(base: Array, update: Array, confidence: Array) -> Array:
   return base * c + update * (1.0 - c)
 
 
-def normalized_to_mapping(flow: Array, hw_b: tuple[int, int]) -> Array:
-  """Inverse of `losses.sfnet.normalized_flow`: flow in [-1, 1] units -> cells.
-
-  Args:
-    flow: (B, ha, wa, 2) displacement in align-corners normalised units.
-    hw_b: (hb, wb) grid the mapping points into.
-
-  Returns:
-    (B, ha, wa, 2) absolute (x, y) in b's cells.
-  """
-  ha, wa = flow.shape[1], flow.shape[2]
-  regular = geometry.normalize_coords(
-      geometry.pixel_grid(ha, wa, flow.dtype), ha, wa)
-  return geometry.denormalize_coords(regular + flow, hw_b[0], hw_b[1])
-
-
 def _batch_norm(train: bool, dtype: Any, name: str | None = None
                 ) -> nn.BatchNorm:
   # Under jit SPMD the statistics reduce over the global batch.
@@ -104,10 +87,10 @@ class ConfidenceNet(nn.Module):
     num_layers: number of those layers.
     dtype: compute dtype.
   """
-  feature_channels: int = 64
-  width: int = 64
-  num_layers: int = 3
-  dtype: Any = jnp.float32
+  feature_channels: int
+  width: int
+  num_layers: int
+  dtype: Any
 
   @nn.compact
   def __call__(self, features: Array, flow: Array, train: bool,
@@ -153,10 +136,10 @@ class RefinementNet(nn.Module):
     num_layers: dense layers.
     dtype: compute dtype.
   """
-  width: int = 64
-  growth: int = 16
-  num_layers: int = 4
-  dtype: Any = jnp.float32
+  width: int
+  growth: int
+  num_layers: int
+  dtype: Any
 
   @nn.compact
   def __call__(self, corr: Array, confidence: Array | None, train: bool
@@ -191,24 +174,10 @@ class RefinementNet(nn.Module):
     return flow.astype(jnp.float32)
 
 
-def default_model_config() -> ml_collections.ConfigDict:
-  """`config.model` of CAMNet: SFNet's fields plus the CAMNet heads."""
-  cfg = sfnet.default_model_config()
-  cfg.update(dict(
-      refinement='confidence_aware',  # 'none' | 'plain' | 'confidence_aware'
-      confidence_features=64,
-      confidence_width=64,
-      confidence_layers=3,
-      confidence_inputs='features_flow',  # or 'features_flow_match'
-      refine_width=128,
-      refine_growth=32,
-      refine_layers=4,
-  ))
-  return cfg
-
-
 class CAMNet(nn.Module):
   """Base SFNet + confidence estimation + confidence-aware refinement.
+
+  Every field comes from the config (`from_config`, configs/camnet.py).
 
   Attributes:
     base: the SFNet base correspondence network.
@@ -220,22 +189,27 @@ class CAMNet(nn.Module):
       similarity, so C can compare what the flow pairs up).
     refine_width, refine_growth, refine_layers: RefinementNet.
   """
-  base: sfnet.SFNet = sfnet.SFNet()
-  refinement: str = 'confidence_aware'
-  confidence_features: int = 64
-  confidence_width: int = 64
-  confidence_layers: int = 3
-  confidence_inputs: str = 'features_flow'
-  refine_width: int = 128
-  refine_growth: int = 32
-  refine_layers: int = 4
+  base: sfnet.SFNet
+  refinement: str
+  confidence_features: int
+  confidence_width: int
+  confidence_layers: int
+  confidence_inputs: str
+  refine_width: int
+  refine_growth: int
+  refine_layers: int
 
   @classmethod
   def from_config(cls, cfg: ml_collections.ConfigDict,
-                  backbone_cfg: ml_collections.ConfigDict | None = None
-                  ) -> CAMNet:
-    """Builds the module from `config.model` and `config.backbone`."""
-    if cfg.get('confidence_inputs', 'features_flow') not in CONFIDENCE_INPUTS:
+                  backbone_cfg: ml_collections.ConfigDict) -> CAMNet:
+    """Builds the module from `config.model` and `config.backbone`.
+
+    Args:
+      cfg: `config.model`: SFNet's fields (the base network) and CAMNet's
+        (configs/camnet.py holds every value).
+      backbone_cfg: `config.backbone` (`backbones.backbone_config(config)`).
+    """
+    if cfg.confidence_inputs not in CONFIDENCE_INPUTS:
       raise ValueError(f'model.confidence_inputs={cfg.confidence_inputs!r}; '
                        f'use one of {CONFIDENCE_INPUTS}')
     if cfg.refinement not in REFINEMENTS:
@@ -247,7 +221,7 @@ class CAMNet(nn.Module):
         confidence_features=cfg.confidence_features,
         confidence_width=cfg.confidence_width,
         confidence_layers=cfg.confidence_layers,
-        confidence_inputs=cfg.get('confidence_inputs', 'features_flow'),
+        confidence_inputs=cfg.confidence_inputs,
         refine_width=cfg.refine_width,
         refine_growth=cfg.refine_growth,
         refine_layers=cfg.refine_layers)
@@ -304,7 +278,7 @@ class CAMNet(nn.Module):
     def confidence_logit(mapping: Array) -> Array:
       # The confidence judges the flow; it does not bend it.
       mapping = jax.lax.stop_gradient(mapping)
-      flow = sfnet_losses.normalized_flow(mapping, hw)
+      flow = geometry.normalized_flow(mapping, hw)
       matched = None
       if self.confidence_inputs == 'features_flow_match':
         matched = geometry.bilinear_sample(others, mapping)
@@ -315,7 +289,8 @@ class CAMNet(nn.Module):
     if self.has_confidence:
       base_logit = confidence_logit(base_map)
       base_conf = jax.nn.sigmoid(base_logit)
-    update = normalized_to_mapping(refine_net(corr, base_conf, train), hw)
+    update = geometry.normalized_to_mapping(
+        refine_net(corr, base_conf, train), hw)
     if self.has_confidence:
       refined = fuse_flows(base_map, update, base_conf)
       refined_logit = confidence_logit(refined)

@@ -29,6 +29,12 @@ Stage layout (`LITE0_STAGES`; blocks are numbered over all stages, 0..15):
   stage7     1       3       1       6       320         32
   head       -       1       1       -      1280         32
 
+Features (taps): 'stem', 'stage1'..'stage7', 'head', and every block as
+'stage<i>_block<j>' with j counted from 0 within stage i (stage3_block0 and
+stage3_block1 are `blocks_3` and `blocks_4`; the last block of a stage is the
+stage itself). `FEATURE_STRIDES` / `FEATURE_CHANNELS` give each one's stride
+and channels.
+
 BatchNorm is frozen: running statistics always, never updated (the trainer
 freezes every backbone; apply without `mutable`).
 
@@ -81,23 +87,27 @@ BN_EPSILON = 1e-3
 NUM_BLOCKS = sum(s.repeats for s in LITE0_STAGES)  # 16
 
 
-def _feature_strides() -> dict[str, int]:
-  strides, stride = {'stem': 2}, 2
+def block_name(stage: str, j: int) -> str:
+  """Feature name of block j (0-based within `stage`), e.g. 'stage3_block1'."""
+  return f'{stage}_block{j}'
+
+
+def _feature_table() -> tuple[dict[str, int], dict[str, int]]:
+  strides, channels, stride = {'stem': 2}, {'stem': STEM_CHANNELS}, 2
   for name, stage in zip(STAGE_NAMES, LITE0_STAGES):
-    stride *= stage.stride
-    strides[name] = stride
-  strides['head'] = stride
-  return strides
+    stride *= stage.stride  # The first block of a stage downsamples.
+    strides[name], channels[name] = stride, stage.channels
+  strides['head'], channels['head'] = stride, HEAD_CHANNELS
+  for name, stage in zip(STAGE_NAMES, LITE0_STAGES):
+    for j in range(stage.repeats):
+      strides[block_name(name, j)] = strides[name]
+      channels[block_name(name, j)] = stage.channels
+  return strides, channels
 
 
-# Output stride of each feature (input pixels per feature cell).
-FEATURE_STRIDES = _feature_strides()
-# Channels of each feature.
-FEATURE_CHANNELS = {
-    'stem': STEM_CHANNELS,
-    **{n: s.channels for n, s in zip(STAGE_NAMES, LITE0_STAGES)},
-    'head': HEAD_CHANNELS,
-}
+# Output stride (input pixels per feature cell) and channels of each feature:
+# stem, stage1..stage7, head, then every block 'stage<i>_block<j>'.
+FEATURE_STRIDES, FEATURE_CHANNELS = _feature_table()
 
 
 def stage_blocks(stage: str) -> range:
@@ -105,6 +115,11 @@ def stage_blocks(stage: str) -> range:
   index = STAGE_NAMES.index(stage)
   start = sum(s.repeats for s in LITE0_STAGES[:index])
   return range(start, start + LITE0_STAGES[index].repeats)
+
+
+def feature_stage(name: str) -> str:
+  """The stage that computes feature `name` ('stem', 'stage<i>', 'head')."""
+  return name.split('_block')[0]
 
 
 # TF EfficientNet's conv init: He normal over fan-out.
@@ -190,6 +205,9 @@ class EfficientNetLite0(nn.Module):
         'stem': (B, H/2, W/2, 32) after BN + ReLU6;
         'stage1'..`last_stage`: the last block of each stage, strides 2, 4,
           8, 16, 16, 32, 32 and 16, 24, 40, 80, 112, 192, 320 channels;
+        'stage<i>_block<j>': the output of block j (0-based within stage i,
+          `block_name`) of every stage built, with its stage's stride and
+          channels; the last block of a stage is the stage's feature;
         'head': (B, H/32, W/32, 1280), only with `head` or `num_classes`;
         'logits': (B, num_classes), only with `num_classes`.
     """
@@ -212,6 +230,7 @@ class EfficientNetLite0(nn.Module):
                    strides=stage.stride if j == 0 else 1,
                    expand=stage.expand, dtype=self.dtype,
                    name=f'blocks_{block}')(x)
+        features[block_name(name, j)] = x
       features[name] = x
 
     if with_head:
@@ -226,5 +245,5 @@ class EfficientNetLite0(nn.Module):
 
 
 def feature_names() -> Sequence[str]:
-  """Names of the spatial features, finest first."""
+  """Names of the per-stage spatial features, finest first."""
   return ('stem',) + STAGE_NAMES + ('head',)

@@ -26,16 +26,18 @@ Array = jax.Array
 class PatchDiscriminator(nn.Module):
   """D(warped, reference) -> (B, h', w') patch scores.
 
+  Set from `config.gan` (configs/camnet.py).
+
   Attributes:
     width: channels of the first conv (pix2pix ndf, 64).
     num_layers: stride-2 convs (3 gives 70x70 patches).
     sigmoid_output: squash scores to [0, 1].
     dtype: compute dtype; the scores are float32.
   """
-  width: int = 64
-  num_layers: int = 3
-  sigmoid_output: bool = True
-  dtype: Any = jnp.float32
+  width: int
+  num_layers: int
+  sigmoid_output: bool
+  dtype: Any
 
   @nn.compact
   def __call__(self, warped: Array, reference: Array) -> Array:

@@ -110,9 +110,18 @@ def feature_channels(stage_sizes: Sequence[int] = STAGE_SIZES[101],
   for i, stage in enumerate(STAGE_NAMES[:len(stage_sizes)]):
     channels[stage] = width * 2**i * EXPANSION
   for k, (stage, _) in hyperpixel_layers(stage_sizes).items():
-    if k:
-      channels[f'hyper_{k}'] = channels[stage]
+    channels[f'hyper_{k}'] = channels[stage]
   return channels
+
+
+def feature_strides(stage_sizes: Sequence[int] = STAGE_SIZES[101]
+                    ) -> dict[str, int]:
+  """Output stride of every feature `ResNet.__call__` returns (no logits)."""
+  strides = {n: FEATURE_STRIDES[n]
+             for n in ('stem',) + STAGE_NAMES[:len(stage_sizes)]}
+  for k, (stage, _) in hyperpixel_layers(stage_sizes).items():
+    strides[f'hyper_{k}'] = strides[stage]
+  return strides
 
 
 # torchvision initialises convs with kaiming_normal(fan_out, relu).
@@ -188,7 +197,8 @@ class ResNet(nn.Module):
 
     Returns:
       A dict of features, all NHWC in `dtype`:
-        'stem': (B, H/4, W/4, width) after the max-pool (hyperpixel id 0);
+        'stem' and 'hyper_0' (the same array): (B, H/4, W/4, width) after
+          the max-pool (HPF/CATs hyperpixel id 0);
         'hyper_k', k = 1..sum(stage_sizes[:last]): output of the k-th
           bottleneck before its final ReLU (HPF/CATs hyperpixel id k);
         'layer1'..`last_stage`: torchvision stage outputs (after ReLU), strides
@@ -212,7 +222,7 @@ class ResNet(nn.Module):
                 kernel_init=_conv_init, name='conv1')(x)
     x = nn.relu(_frozen_batch_norm('bn1', self.dtype)(x))
     x = nn.max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1)))
-    features['stem'] = x
+    features['stem'] = features['hyper_0'] = x
 
     k = 0
     for i, size in enumerate(self.stage_sizes[:num_stages]):

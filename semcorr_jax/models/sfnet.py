@@ -43,21 +43,6 @@ from semcorr_jax.models import backbones
 Array = jax.Array
 
 
-def default_model_config() -> ml_collections.ConfigDict:
-  """`config.model` of SFNet with the paper's settings (reference-facts §A).
-
-  The backbone is configured apart, in `config.backbone`
-  (`models.backbones.default_backbone_config`).
-  """
-  return ml_collections.ConfigDict({
-      'adapt_kernels': (5, 3),  # finer tap (layer3), coarser tap (layer4)
-      'adapt_units': 2,
-      'beta': 50.0,  # kernel soft-argmax inverse temperature
-      'kernel_sigma': 5.0,  # Gaussian window std in feature cells
-      'dtype': 'float32',  # conv compute dtype; matching is always float32
-  })
-
-
 def _torch_uniform(fan_in: int):
   """PyTorch's default Conv2d init for weights and bias: U(+-1/sqrt(fan_in))."""
   bound = 1.0 / math.sqrt(max(fan_in, 1))
@@ -180,9 +165,11 @@ def matching_correlations(levels_s: Sequence[Array], levels_t: Sequence[Array]
 class SFNet(nn.Module):
   """SFNet: dense source <-> target mappings on the finer tap's grid.
 
+  Every field comes from the config (`from_config`; configs/sfnet.py holds
+  the values and notes the paper's).
+
   Attributes:
-    backbone_spec: the frozen backbone and its two taps (finer first); the
-      default is the paper's ResNet-101 at layer3 / layer4.
+    backbone_spec: the frozen backbone and its two taps (finer first).
     adapt_kernels: conv kernel sizes of the finer and coarser adaptations.
     adapt_units: residual units per adaptation layer.
     beta: kernel soft-argmax inverse temperature (SFNet 50).
@@ -190,28 +177,26 @@ class SFNet(nn.Module):
     dtype: compute dtype of the backbone and adaptation convs ('float32' or
       'bfloat16'); correlation and soft-argmax always run in float32.
   """
-  backbone_spec: backbones.BackboneSpec = backbones.BackboneSpec()
-  adapt_kernels: Sequence[int] = (5, 3)
-  adapt_units: int = 2
-  beta: float = 50.0
-  kernel_sigma: float = 5.0
-  dtype: str = 'float32'
+  backbone_spec: backbones.BackboneSpec
+  adapt_kernels: Sequence[int]
+  adapt_units: int
+  beta: float
+  kernel_sigma: float
+  dtype: str
 
   @classmethod
   def from_config(cls, cfg: ml_collections.ConfigDict,
-                  backbone_cfg: ml_collections.ConfigDict | None = None
-                  ) -> SFNet:
+                  backbone_cfg: ml_collections.ConfigDict) -> SFNet:
     """Builds the module from `config.model` and `config.backbone`.
 
     Args:
-      cfg: `config.model` (see `default_model_config`).
-      backbone_cfg: `config.backbone` (see
-        `backbones.default_backbone_config`); None: the paper's ResNet-101.
+      cfg: `config.model` (configs/sfnet.py: adapt_kernels, adapt_units,
+        beta, kernel_sigma, dtype).
+      backbone_cfg: `config.backbone` (`backbones.backbone_config(config)`).
     """
-    if backbone_cfg is None:
-      backbone_cfg = backbones.default_backbone_config()
     return cls(
-        backbone_spec=backbones.BackboneSpec.from_config(backbone_cfg),
+        backbone_spec=backbones.BackboneSpec.from_config(
+            backbone_cfg).check_levels(2, 'SFNet'),
         adapt_kernels=tuple(cfg.adapt_kernels),
         adapt_units=cfg.adapt_units,
         beta=cfg.beta,

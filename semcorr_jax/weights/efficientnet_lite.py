@@ -35,6 +35,8 @@ import numpy as np
 
 from semcorr_jax.errors import SemcorrError
 from semcorr_jax.models import efficientnet as effnet_lib
+from semcorr_jax.weights import torch_pickle
+from semcorr_jax.weights.state_dict import read_state_dict
 from semcorr_jax.weights.trees import expected_keys
 from semcorr_jax.weights.trees import export_torch
 from semcorr_jax.weights.trees import fill_checked
@@ -94,12 +96,9 @@ def read_lite0_state_dict(path) -> dict[str, np.ndarray]:
     SemcorrError: missing, unreadable or unsafe file
       (`torch_pickle.UnsafePickleError` for a non-tensor global).
   """
-  # pylint: disable=g-import-not-at-top
   path = os.fspath(path)
   if pathlib.Path(path).suffix.lower() in _TORCH_SUFFIXES:
-    from semcorr_jax.weights import torch_pickle
     return torch_pickle.read_torch_file(path)
-  from semcorr_jax.weights.state_dict import read_state_dict
   return read_state_dict(path)
 
 

@@ -19,24 +19,16 @@ ReLU) (layer3: C=1024, k=5; layer4: C=2048, k=3). Key mapping (unit u = 1,
 
 Strict: a missing or unexpected key, or a wrong shape, is one SemcorrError
 naming them. The backbone is not in the file: SFNet used torchvision's
-ImageNet ResNet-101 (`python -m semcorr_jax.weights.fetch resnet101`).
+ImageNet ResNet-101 (`semcorr-fetch-weights resnet101`).
 
-Evaluate the release with our tools by turning it into a workdir (a step-0
-checkpoint of the `sfnet` method plus config.json):
-
-  python -m semcorr_jax.weights.fetch resnet101 --output ~/w/resnet101.npz
-  python -m semcorr_jax.weights.sfnet_release best_checkpoint.pt \
-    --workdir=runs/sfnet_release --config=configs/sfnet.py:paper \
-    --config.backbone.weights=$HOME/w/resnet101.npz
-  semcorr-eval --workdir=runs/sfnet_release --benchmark=pf_pascal \
-    --data_dir=~/data/pf_pascal --protocol=sfnet
+`semcorr-import-sfnet` (semcorr_jax/cli/import_sfnet.py) turns the release
+into a workdir that `semcorr-eval` scores.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 import os
-import sys
 
 import numpy as np
 
@@ -112,8 +104,16 @@ def release_mapping(variables: Mapping, levels: Sequence[str]
   return table
 
 
-def _flat_release(checkpoint) -> dict[str, np.ndarray]:
-  """A path or nested mapping -> {'state_dict1.conv1.0.weight': array}."""
+def read_release(checkpoint) -> dict[str, np.ndarray]:
+  """The release as {'state_dict1.conv1.0.weight': array, ...}.
+
+  Args:
+    checkpoint: path of the release file, or its content as a nested or flat
+      mapping (see `import_sfnet_release`).
+
+  Raises:
+    SemcorrError: unreadable file, or not a release.
+  """
   if isinstance(checkpoint, (str, os.PathLike)):
     checkpoint = torch_pickle.read_torch_checkpoint(checkpoint)
   if not isinstance(checkpoint, Mapping):
@@ -153,7 +153,7 @@ def import_sfnet_release(checkpoint, variables: Mapping,
       (named, first few of each).
   """
   table = release_mapping(variables, levels)
-  weights = {k: v for k, v in _flat_release(checkpoint).items()
+  weights = {k: v for k, v in read_release(checkpoint).items()
              if not k.endswith('.num_batches_tracked')}
   missing = [k for k in table if k not in weights]
   unexpected = [k for k in weights if k not in table]
@@ -182,91 +182,3 @@ def _copy_tree(tree):
   if isinstance(tree, Mapping):
     return {k: _copy_tree(v) for k, v in tree.items()}
   return tree
-
-
-def import_to_workdir(checkpoint, config, workdir: str) -> str:
-  """Writes a `semcorr-eval`-ready workdir holding the release at step 0.
-
-  The backbone comes from `config.backbone.weights` (as in training); the
-  adaptation layers from the release; the optimiser state is fresh, so
-  `semcorr-train` on the workdir fine-tunes from the release.
-
-  Args:
-    checkpoint: the release file (or its content, see
-      `import_sfnet_release`).
-    config: an `sfnet` config, e.g. configs/sfnet.py:paper.
-    workdir: a new folder, or one without checkpoints.
-
-  Returns:
-    The absolute workdir.
-  """
-  # Heavy and cyclic (methods -> models -> weights): imported on use.
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from semcorr_jax import checkpointing  # pylint: disable=g-import-not-at-top
-  from semcorr_jax import methods  # pylint: disable=g-import-not-at-top
-  from semcorr_jax import parallel  # pylint: disable=g-import-not-at-top
-
-  if config.method != 'sfnet':
-    raise SemcorrError(f'config.method is {config.method!r}; the SFNet '
-                       "release needs an 'sfnet' config")
-  workdir = os.path.abspath(os.path.expanduser(workdir))
-  ckpt_dir = os.path.join(workdir, checkpointing.CHECKPOINT_DIR)
-  if os.path.isdir(ckpt_dir) and os.listdir(ckpt_dir):
-    raise SemcorrError(f'{workdir} already has checkpoints; use a new '
-                       'workdir')
-  if not config.backbone.get('weights') and config.backbone.name == 'resnet':
-    print('warning: config.backbone.weights is not set: the backbone stays '
-          'random and the release will not match well (SFNet used '
-          'torchvision ImageNet ResNet-101)', file=sys.stderr)
-  release = _flat_release(checkpoint)  # Read (and fail) before any work.
-  method = methods.get('sfnet')(config, total_steps=1)
-  batch = jax.tree.map(jnp.asarray, checkpointing.dummy_batch(config))
-  state = jax.jit(method.init_state)(jax.random.key(config.seed), batch)
-  variables = method.load_pretrained(parallel.to_host(state.variables()))
-  variables = import_sfnet_release(release, variables, method.model.levels)
-  variables = dict(variables)
-  params = variables.pop('params')
-  state = state.replace(params=params, model_state=variables,
-                        opt_state=state.tx.init(params))
-  checkpointing.save_config(workdir, config)
-  ckpt = checkpointing.Checkpointer(workdir)
-  try:
-    source = (os.path.abspath(checkpoint)
-              if isinstance(checkpoint, (str, os.PathLike)) else 'mapping')
-    ckpt.save(0, state, {'step': 0, 'data_index': 0, 'seed': config.seed,
-                         'imported_from': source}, force=True)
-    ckpt.wait()
-  finally:
-    ckpt.close()
-  return workdir
-
-
-def _main(argv) -> None:
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  if len(argv) != 2:
-    raise SemcorrError('usage: python -m semcorr_jax.weights.sfnet_release '
-                       'best_checkpoint.pt --workdir=DIR --config=configs/'
-                       'sfnet.py:paper [--config.backbone.weights=...]')
-  workdir = import_to_workdir(argv[1], flags.FLAGS.config,
-                              flags.FLAGS.workdir)
-  print(f'wrote {workdir} (step 0); evaluate it with: semcorr-eval '
-        f'--workdir={workdir} --benchmark=pf_pascal --data_dir=... '
-        '--protocol=sfnet')
-
-
-def run() -> None:
-  """`python -m semcorr_jax.weights.sfnet_release RELEASE --workdir=...`."""
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  from semcorr_jax.cli import common  # pylint: disable=g-import-not-at-top
-  config_flags.DEFINE_config_file('config', None,
-                                  'e.g. configs/sfnet.py:paper',
-                                  lock_config=True)
-  flags.DEFINE_string('workdir', None, 'the new workdir to write')
-  flags.mark_flags_as_required(['config', 'workdir'])
-  common.run(common.main_wrapper(_main))
-
-
-if __name__ == '__main__':
-  run()

@@ -40,6 +40,7 @@ import pickle
 import struct
 import zipfile
 
+import ml_dtypes  # bfloat16 / float8 numpy dtypes (installed with jax)
 import numpy as np
 
 from semcorr_jax.errors import SemcorrError
@@ -71,7 +72,6 @@ class UnsafePickleError(SemcorrError):
 
 def _np_dtype(name: str) -> np.dtype:
   if name == 'bfloat16' or name.startswith('float8'):
-    import ml_dtypes  # pylint: disable=g-import-not-at-top  (jax depends on it)
     return np.dtype(getattr(ml_dtypes, name))
   return np.dtype(name)
 

@@ -2,7 +2,8 @@
 
 Most tests use `ShiftMethod`, a one-parameter method whose mapping is a known
 shift, so lifted mappings can be checked exactly and compile times stay
-small; one test runs the real tiny SFNet through the API.
+small; `TwoFlowMethod` adds a second declared flow with confidence maps; one
+test runs the real tiny SFNet through the API.
 """
 
 import csv
@@ -25,12 +26,17 @@ from semcorr_jax import checkpointing
 from semcorr_jax import config_files
 from semcorr_jax import geometry
 from semcorr_jax import methods
+from semcorr_jax import outputs
+from semcorr_jax import workdirs
+from semcorr_jax.cli import match
 from semcorr_jax.errors import SemcorrError
+from semcorr_jax.evaluation import visualize
 from semcorr_jax.methods import base
 from helpers import paths
 
 REPO = str(paths.REPO)
 TESTS = str(paths.TESTS)
+HERE = os.path.dirname(os.path.abspath(__file__))
 SHIFT = (1.5, -2.0)
 
 
@@ -51,32 +57,62 @@ class ShiftModel(nn.Module):
 class ShiftMethod(base.Method):
   """A registered fake method (name 'shift_test')."""
 
+  flows = (outputs.Flow('final', (outputs.CONFIDENCE,)),)
+
   def build_model(self):
     return ShiftModel(dims=self.config.model.get('shift_dims', 2))
 
   def loss(self, params, model_state, batch, rng):
     out = self.model.apply({'params': params}, batch['source_image'],
                            batch['target_image'])
-    return jnp.mean(jnp.square(out['mapping_st'] - batch['mapping_st'])), {}
+    return jnp.mean(jnp.square(out['mapping_st'])), ({}, model_state)
 
   def predict(self, variables, source, target):
     return self.model.apply(variables, source, target)
 
 
+class TwoFlowModel(nn.Module):
+  """Primary flow = identity + shift; flow 'guide' = identity + 2 shift, with
+  confidences that are ramps of x (lifted exactly by an align-corners
+  resize)."""
+
+  @nn.compact
+  def __call__(self, source, target, train=False):
+    shift = self.param('shift', nn.initializers.zeros, (2,))
+    b, h, w = source.shape[:3]
+    grid = jnp.broadcast_to(geometry.pixel_grid(h, w), (b, h, w, 2))
+    ramp = grid[..., 0] / (w - 1)
+    return {'mapping_st': grid + shift, 'mapping_ts': grid - shift,
+            'guide_mapping_st': grid + 2 * shift,
+            'guide_mapping_ts': grid - 2 * shift,
+            'guide_confidence_st': ramp, 'guide_confidence_ts': 1 - ramp,
+            'feature_mapping_st': grid[:, ::8, ::8]}
+
+
+class TwoFlowMethod(ShiftMethod):
+  """A registered fake method with two flows (name 'two_flow_test')."""
+
+  flows = (outputs.Flow('final', description='the shift'),
+           outputs.Flow('guide', (outputs.CONFIDENCE,), 'twice the shift'))
+
+  def build_model(self):
+    return TwoFlowModel()
+
+
 def _config(method='shift_test'):
   return config_files.load(os.path.join(REPO, 'configs', 'sfnet.py:test'),
-                           {'method': method, 'eval.num_pairs': 4})
+                           {'method': method})
 
 
-def _make_workdir(workdir, config, params=None):
+def _make_workdir(workdir, config, params=None, folder='checkpoints'):
   """What semcorr-train leaves behind: config.json + one checkpoint."""
   method = methods.get(config.method)(config, total_steps=1)
   state = jax.jit(method.init_state)(jax.random.key(0),
-                                     checkpointing.dummy_batch(config))
+                                     workdirs.image_batch(config))
   if params is not None:
     state = state.replace(params=params)
   checkpointing.save_config(str(workdir), config)
-  ckpt = checkpointing.Checkpointer(str(workdir))
+  ckpt = checkpointing.Checkpointer(str(workdir), folder=folder)
   ckpt.save(3, state, {'step': 3, 'data_index': 0, 'seed': 0}, force=True)
   ckpt.wait()
   ckpt.close()
@@ -90,6 +126,14 @@ def shift_workdir(tmp_path_factory):
                        {'shift': jnp.asarray(SHIFT)})
 
 
+@pytest.fixture(scope='module')
+def two_flow_workdir(tmp_path_factory):
+  methods.register('two_flow_test', f'{__name__}:TwoFlowMethod')
+  return _make_workdir(tmp_path_factory.mktemp('two_flow'),
+                       _config('two_flow_test'),
+                       {'shift': jnp.asarray(SHIFT)})
+
+
 def _expected_mapping(src_hw, tgt_hw, model_hw, shift):
   """Source pixel -> model pixel -> + shift -> target pixel (align corners)."""
   gx, gy = np.meshgrid(np.arange(src_hw[1]), np.arange(src_hw[0]),
@@ -99,6 +143,11 @@ def _expected_mapping(src_hw, tgt_hw, model_hw, shift):
   y = (gy * (model_hw[0] - 1) / (src_hw[0] - 1) + shift[1]) * (
       (tgt_hw[0] - 1) / (model_hw[0] - 1))
   return np.stack([x, y], -1)
+
+
+def _grid(h, w):
+  gx, gy = np.meshgrid(np.arange(w), np.arange(h), indexing='xy')
+  return np.stack([gx, gy], -1)
 
 
 # --- API ----------------------------------------------------------------------
@@ -129,6 +178,72 @@ def test_matcher_lifts_mappings_to_original_sizes(shift_workdir):
   assert warped.shape == (30, 70, 3) and warped.dtype == np.float32
 
 
+def test_matcher_lifts_and_pictures_draw_every_declared_flow(
+    two_flow_workdir, shift_workdir, tmp_path):
+  matcher = semcorr_jax.load(two_flow_workdir)
+  assert [f.name for f in matcher.flows] == ['final', 'guide']
+  rng = np.random.default_rng(3)
+  source = (rng.random((40, 56, 3)) * 255).astype(np.uint8)
+  target = rng.random((30, 70, 3)).astype(np.float32)
+  out = matcher.match(source, target)
+  # Every declared map, lifted; nothing undeclared (feature_mapping_st).
+  assert set(out) == {
+      'mapping_st', 'mapping_ts', 'flow_st', 'flow_ts', 'guide_mapping_st',
+      'guide_mapping_ts', 'guide_flow_st', 'guide_flow_ts',
+      'guide_confidence_st', 'guide_confidence_ts'}
+  double = [2 * s for s in SHIFT]
+  np.testing.assert_allclose(
+      out['mapping_st'],
+      _expected_mapping((40, 56), (30, 70), (64, 64), SHIFT), atol=1e-3)
+  np.testing.assert_allclose(
+      out['guide_mapping_st'],
+      _expected_mapping((40, 56), (30, 70), (64, 64), double), atol=1e-3)
+  np.testing.assert_allclose(
+      out['guide_mapping_ts'],
+      _expected_mapping((30, 70), (40, 56), (64, 64), [-s for s in double]),
+      atol=1e-3)
+  np.testing.assert_allclose(out['guide_flow_st'],
+                             out['guide_mapping_st'] - _grid(40, 56),
+                             atol=1e-4)
+  # Confidences on the grid their direction starts from (x ramps).
+  np.testing.assert_allclose(out['guide_confidence_st'],
+                             np.broadcast_to(np.arange(56) / 55, (40, 56)),
+                             atol=1e-5)
+  np.testing.assert_allclose(out['guide_confidence_ts'],
+                             1 - np.broadcast_to(np.arange(70) / 69, (30, 70)),
+                             atol=1e-5)
+
+  rows = visualize.match_rows(matcher.flows, out)
+  assert [r.flow for r in rows] == ['final', 'guide']  # primary first
+  assert rows[0].panels == ()
+  assert [(p[0], p[3], p[4]) for p in rows[1].panels] == [
+      ('guide_confidence_st', 0.0, 1.0), ('guide_confidence_ts', 0.0, 1.0)]
+  np.testing.assert_array_equal(rows[1].mapping_ts, out['guide_mapping_ts'])
+  figure = visualize.match_figure(source, target, matcher.flows, out,
+                                  points_s=np.array([[3., 4.], [20., 10.]]))
+  # One row per flow; 4 panels + the guide flow's two confidence maps.
+  grid = figure.axes[0].get_subplotspec().get_gridspec()
+  assert grid.get_geometry() == (2, 6)
+  titles = {ax.get_title() for ax in figure.axes}
+  assert {'flow source -> target', 'guide flow source -> target',
+          'guide confidence (source -> target)',
+          'guide confidence (target -> source)'} <= titles
+
+  # semcorr-match writes the picture and every declared extra (st) by key.
+  written = match.match_files(two_flow_workdir, 'skimage:chelsea',
+                              'skimage:chelsea_warped',
+                              str(tmp_path / 'm.png'))
+  assert set(written) == {'png', 'npy', 'guide_confidence_st'}
+  assert written['guide_confidence_st'] == str(
+      tmp_path / 'm_guide_confidence.npy')
+  assert np.load(written['guide_confidence_st']).shape == (300, 451)
+  assert not (tmp_path / 'm_confidence.npy').exists()
+  one_flow = Image.open(match.match_files(
+      shift_workdir, 'skimage:chelsea',
+      'skimage:chelsea_warped', str(tmp_path / 'one.png'))['png'])
+  assert Image.open(written['png']).size[1] > 1.7 * one_flow.size[1]
+
+
 @pytest.mark.parametrize('bad, match', [
     (np.zeros((10, 10)), r'\(H, W, 3\)'),
     (np.zeros((10, 10, 4), np.uint8), r'\(H, W, 3\)'),
@@ -151,6 +266,22 @@ def test_load_errors(tmp_path, shift_workdir):
     api.load(str(tmp_path))
   with pytest.raises(SemcorrError, match='no checkpoint for step 5'):
     api.load(shift_workdir, step=5)
+  with pytest.raises(SemcorrError, match='no checkpoints in'):
+    api.load(shift_workdir, best=True)  # no best/ folder
+
+
+def test_load_best_reads_the_selected_model(tmp_path):
+  methods.register('shift_test', f'{__name__}:ShiftMethod')
+  workdir = _make_workdir(tmp_path, _config(), {'shift': jnp.asarray(SHIFT)})
+  _make_workdir(tmp_path, _config(), {'shift': jnp.asarray([4.0, 0.0])},
+                folder='best')
+  image = np.zeros((16, 16, 3), np.uint8)
+  latest = semcorr_jax.load(workdir).match(image, image)['flow_st']
+  best = semcorr_jax.load(workdir, best=True).match(image, image)['flow_st']
+  # 16-pixel images, 64-pixel model: a shift s moves s * 15 / 63 pixels.
+  np.testing.assert_allclose(latest[8, 8], np.asarray(SHIFT) * 15 / 63,
+                             atol=1e-4)
+  np.testing.assert_allclose(best[8, 8], [4.0 * 15 / 63, 0.0], atol=1e-4)
 
 
 def test_sfnet_matcher_on_images_of_different_sizes(tmp_path):
@@ -198,7 +329,7 @@ def _cli(tool, *args, fake=False):
   """Runs a CLI in a fresh process; `fake` registers ShiftMethod first."""
   env = dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='2')
   if fake:
-    code = (f'import sys; sys.path.insert(0, {TESTS!r}); '
+    code = (f'import sys; sys.path[:0] = [{HERE!r}, {TESTS!r}]; '
             'from semcorr_jax import methods; '
             "methods.register('shift_test', 'test_api_cli:ShiftMethod'); "
             f'from semcorr_jax.cli import {tool}; '
@@ -218,6 +349,7 @@ def _assert_user_error(proc, match):
   assert match in errors[0], errors[0]
 
 
+@pytest.mark.slow  # CLI subprocess
 def test_eval_cli_unknown_benchmark(shift_workdir):
   proc = _cli('evaluate', f'--workdir={shift_workdir}', '--benchmark=spair')
   _assert_user_error(proc, "unknown benchmark 'spair'; supported: synthetic")
@@ -237,6 +369,7 @@ def match_inputs(tmp_path_factory):
   return d
 
 
+@pytest.mark.slow  # CLI subprocesses
 def test_match_cli_writes_png_npy_csv_then_keeps_them_on_error(
     shift_workdir, match_inputs, tmp_path):
   output = tmp_path / 'out' / 'match.png'
@@ -248,6 +381,9 @@ def test_match_cli_writes_png_npy_csv_then_keeps_them_on_error(
   assert Image.open(output).size[0] > 300
   mapping = np.load(tmp_path / 'out' / 'match_mapping.npy')
   assert mapping.shape == (40, 56, 2) and mapping.dtype == np.float32
+  # The primary flow's declared confidence, source grid (mean of source RGB).
+  confidence = np.load(tmp_path / 'out' / 'match_confidence.npy')
+  assert confidence.shape == (40, 56) and confidence.dtype == np.float32
   np.testing.assert_allclose(  # chelsea is 300 x 451
       mapping, _expected_mapping((40, 56), (300, 451), (64, 64), SHIFT),
       atol=1e-2)
@@ -278,6 +414,7 @@ def test_match_cli_writes_png_npy_csv_then_keeps_them_on_error(
     (['--source=skimage:chelsea', '--target=skimage:chelsea',
       '--keypoints=missing.csv'], 'no such file'),
 ])
+@pytest.mark.slow  # a CLI subprocess per case
 def test_match_cli_input_errors(match_inputs, tmp_path, args, match):
   for name in ('corrupt.png', 'truncated.png', 'bad.csv'):
     args = [a.replace(f'={name}', f'={match_inputs / name}') for a in args]
@@ -287,6 +424,7 @@ def test_match_cli_input_errors(match_inputs, tmp_path, args, match):
   assert not os.listdir(tmp_path)
 
 
+@pytest.mark.slow  # CLI subprocesses
 def test_match_cli_workdir_errors(shift_workdir, tmp_path):
   common = ['--source=skimage:chelsea', '--target=skimage:chelsea_warped',
             f'--output={tmp_path / "o.png"}']

@@ -1,7 +1,8 @@
 """benchmarks/throughput.py on the `test` configs: every field is there.
 
 SFNet on all (simulated) devices; CAMNet with the GAN on one device at batch
-1 (one predict program), its full step then G and D alone.
+1 (one predict program): its full step, then the parts it declares
+(`step_parts`: G and D) alone.
 """
 
 import importlib
@@ -36,10 +37,8 @@ POSITIVE = ('device_count', 'batch_size', 'train_pairs_per_s', 'train_step_s',
             'train_flops_per_step', 'predict_flops_per_pair',
             'train_flops_per_s', 'predict_flops_per_s', 'peak_memory_bytes',
             'train_executable_bytes')
-GAN_POSITIVE = ('gan_disc_steps', 'generator_step_s', 'discriminator_step_s',
-                'discriminator_time_fraction', 'generator_compile_s',
-                'discriminator_compile_s', 'generator_flops_per_step',
-                'discriminator_flops_per_step')
+PART_POSITIVE = ('repeats', 'step_s', 'compile_s', 'flops_per_step',
+                 'time_fraction')
 
 
 def _check_common(record):
@@ -64,23 +63,23 @@ def test_test_config_record(bench):
   # the utilisation fields computable here.
   # One timed call, no warm-up: a batch-8 step on 8 simulated devices takes
   # seconds on a 2-core CPU.
-  record = bench.run_one('test', 'float32', batch_size=1, steps=1, warmup=0,
-                         peak_tflops=1.0)
+  record = bench.run_one('sfnet:test', 'float32', batch_size=1, steps=1,
+                         warmup=0, peak_tflops=1.0)
   _check_common(record)
   assert record['config'] == 'test'
   assert record['config_file'] == 'configs/sfnet.py'
   assert record['method'] == 'sfnet'
+  assert record['flows'] == ['final']
   assert record['batch_size'] == record['device_count']  # rounded up
   assert record['peak_flops_per_s_per_device'] == 1e12
   assert 0 < record['train_flop_utilization'] < 1
   assert 0 < record['predict_flop_utilization'] < 1
-  assert record['gan'] is False
-  for key in bench.GAN_SPLIT_FIELDS:  # null without a GAN
-    assert record[key] is None, key
+  assert record['step_parts'] is None  # the method declares none
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_camnet_gan_record(bench):
+def test_camnet_step_parts_record(bench):
   config_file, variant = bench.resolve_spec('configs/camnet.py:test')
   record = bench.run_one(variant, 'float32', batch_size=1, steps=1,
                          warmup=0, num_devices=1, config_file=config_file)
@@ -88,40 +87,67 @@ def test_camnet_gan_record(bench):
   assert record['config'] == 'test'
   assert record['config_file'] == 'configs/camnet.py'
   assert record['method'] == 'camnet'
-  assert record['gan'] is True
+  assert record['flows'] == ['final', 'base']
   assert record['batch_size'] == record['device_count'] == 1
-  assert set(bench.GAN_SPLIT_FIELDS) <= set(GAN_POSITIVE)
-  for key in GAN_POSITIVE:
-    value = record[key]
-    assert isinstance(value, (int, float)), key
-    assert math.isfinite(value) and value > 0, (key, value)
-  assert record['gan_disc_steps'] == 1
-  assert record['discriminator_time_fraction'] < 1
+  parts = record['step_parts']
+  assert list(parts) == ['generator', 'discriminator']  # CAMNet's order
+  for name, part in parts.items():
+    assert set(part) == set(PART_POSITIVE), name
+    for key in PART_POSITIVE:
+      value = part[key]
+      assert isinstance(value, (int, float)), (name, key)
+      assert math.isfinite(value) and value > 0, (name, key, value)
+  assert [p['repeats'] for p in parts.values()] == [1, 1]  # gan.disc_steps
+  assert sum(p['time_fraction'] for p in parts.values()) == pytest.approx(1)
   # G's step runs D forward and backward too (L_adv); the full step is G
   # plus one D update.
-  g, d = (record['generator_flops_per_step'],
-          record['discriminator_flops_per_step'])
+  g = parts['generator']['flops_per_step']
+  d = parts['discriminator']['flops_per_step']
   assert g > d
   assert record['train_flops_per_step'] == pytest.approx(g + d, rel=0.05)
+
+
+def test_declared_step_parts(bench):
+  class NoParts:
+    pass
+
+  class Parts:
+    step_parts = (('a', lambda state, inputs: (state, {}), 1),
+                  ('b', lambda state, inputs: (state, {}), 3))
+
+  class BadParts:
+    step_parts = (('a', lambda state, inputs: (state, {}), 0),)
+
+  assert bench.declared_step_parts(NoParts()) == ()
+  assert [(n, k) for n, _, k in bench.declared_step_parts(Parts())] == [
+      ('a', 1), ('b', 3)]
+  with pytest.raises(ValueError, match='repeats >= 1'):
+    bench.declared_step_parts(BadParts())
 
 
 def test_config_specs(bench):
   sfnet = str(REPO / 'configs' / 'sfnet.py')
   camnet = str(REPO / 'configs' / 'camnet.py')
-  # Old invocations: variants of --config_file (default configs/sfnet.py).
-  assert bench.config_specs(['paper', 'quick'], [], False) == [
+  # Bare variants are of --config_file.
+  assert bench.config_specs(['paper', 'quick'], [], False, sfnet) == [
       (sfnet, 'paper'), (sfnet, 'quick')]
   # --config alone replaces the --configs default; commas stay in variants.
   assert bench.config_specs(
       ['paper', 'quick'],
-      ['configs/camnet.py:quick', 'camnet:quick,confidence'], False) == [
-          (camnet, 'quick'), (camnet, 'quick,confidence')]
+      ['configs/camnet.py:quick', 'camnet:quick,confidence'], False,
+      sfnet) == [(camnet, 'quick'), (camnet, 'quick,confidence')]
   # Both when --configs is given; FILE:VARIANT and names in configs/ there.
-  assert bench.config_specs(['quick', 'camnet:paper'], ['camnet.py:test'],
-                            True) == [(sfnet, 'quick'), (camnet, 'paper'),
-                                      (camnet, 'test')]
+  assert bench.config_specs(['sfnet:quick', 'camnet:paper'],
+                            ['camnet.py:test'], True) == [
+                                (sfnet, 'quick'), (camnet, 'paper'),
+                                (camnet, 'test')]
   assert bench.config_specs(['quick'], [], True, camnet) == [
       (camnet, 'quick')]
+  # The script names no method: a bare variant needs its file.
+  with pytest.raises(Exception, match='name its config file'):
+    bench.config_specs(['quick'], [], True)
+  with pytest.raises(Exception, match='nothing to time'):
+    bench.config_specs([], [], False)
   with pytest.raises(Exception, match='FILE:VARIANT'):
     bench.config_specs([], ['configs/camnet.py'], False)
   with pytest.raises(Exception, match='not a file'):
@@ -136,6 +162,10 @@ def test_sfnet_throughput_alias(bench):
     sys.path.remove(str(BENCHMARKS))
   assert alias.run_one is bench.run_one
   assert alias.main is bench.main
+  # Its old defaults: `paper` and `quick` of configs/sfnet.py.
+  sfnet = str(REPO / 'configs' / 'sfnet.py')
+  assert bench.config_specs(alias.CONFIGS, [], False, alias.CONFIG_FILE) == [
+      (sfnet, 'paper'), (sfnet, 'quick')]
 
 
 def test_xla_flops_dict_and_list(bench):

@@ -38,6 +38,7 @@ def test_committed_notebook_is_stripped_and_thin():
     assert needle in source, needle
 
 
+@pytest.mark.slow  # executes the notebook
 @pytest.mark.timeout(300)
 def test_notebook_runs_on_test_variant(tmp_path, monkeypatch):
   nbclient = pytest.importorskip('nbclient')

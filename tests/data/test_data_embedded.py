@@ -49,13 +49,12 @@ def test_scenes_are_deterministic_eager_and_in_tf_data():
   assert _digest(in_data[0][0]) != _digest(in_data[1][0])
 
 
-def test_train_and_heldout_scenes_are_disjoint():
-  config = pipeline.default_data_config()
-  config.scene_size = (32, 32)
-  config.num_scenes = 24
-  config.heldout_scenes = 12
-  train = sources.get_source(config, 'train')
-  heldout = sources.get_source(config, 'heldout')
+def test_train_and_heldout_scenes_are_disjoint(load_config):
+  config = load_config('sfnet', 'test', **{
+      'data.scene_size': (32, 32), 'data.num_scenes': 24,
+      'data.heldout_scenes': 12}).data
+  train = pipeline.get_source(config, 'train')
+  heldout = pipeline.get_source(config, 'heldout')
   assert (train.num_scenes, heldout.num_scenes) == (24, 12)
   assert train.name != heldout.name
   train_digests = {_digest(image) for image, _ in _scenes(train, 24)}

@@ -182,7 +182,7 @@ def test_pf_pascal_missing_files_are_named(tmp_path):
   (manual / 'test_pairs.csv').unlink()
   message = prepare_error(pf_pascal.PfPascal, manual, tmp_path / 'tfds1')
   assert 'test_pairs_pf_pascal.csv or test_pairs.csv' in message
-  assert pf_pascal.ZIP_URL in message and pf_pascal.NCNET_CSV_URL in message
+  assert pf_pascal.ZIP_URL in message and pf_pascal.SPLIT_CSV_URL in message
   manual = fx.write_pf_pascal(tmp_path / 'manual2')
   (manual / 'PF-dataset-PASCAL/JPEGImages/2007_000002.jpg').unlink()
   message = prepare_error(pf_pascal.PfPascal, manual, tmp_path / 'tfds2')

@@ -1,19 +1,25 @@
 """Tests for semcorr_jax.data.pipeline: batch format, sharding, determinism."""
 
+import re
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from helpers import paths
+from semcorr_jax import config_files
 from semcorr_jax import errors
 from semcorr_jax.data import pipeline
 from semcorr_jax.data import sources
+from semcorr_jax.data import synthetic_pairs
 from semcorr_jax.data import warps
 
 SIZE = 32
 
 
 def _config(**overrides):
-  config = pipeline.default_data_config()
+  """The data block of configs/sfnet.py:test, small (module fixtures use it)."""
+  config = config_files.load(f'{paths.CONFIGS / "sfnet"}.py:test').data
   config.image_size = (SIZE, SIZE)
   config.scene_size = (40, 40)
   config.num_scenes = 8
@@ -41,15 +47,68 @@ def _assert_same(a, b):
     np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
-def test_default_config_lists_every_field_and_fills_gaps():
-  config = pipeline.default_data_config()
-  for field in ('source', 'image_size', 'num_scenes', 'heldout_scenes',
-                'scene_size', 'warp', 'affine_std', 'tps_std', 'tps_prob',
-                'flip_prob', 'color_jitter', 'data_dir', 'manual_dir',
-                'exclude_list'):
-    assert field in config
-  assert pipeline.config_value({'warp': 'tps'}, 'warp') == 'tps'
-  assert pipeline.config_value({}, 'affine_std') == 0.15
+def test_config_files_hold_every_documented_data_field(load_config):
+  # The fields the pipeline docstring lists are the config files' to set:
+  # no data default lives in the code.
+  doc = pipeline.__doc__.split('Data config fields', 1)[1]
+  fields = re.findall(r'^  (\w+):', doc, re.M)
+  assert len(fields) >= 17 and 'max_keypoints' in fields
+  assert not hasattr(pipeline, 'default_data_config')
+  for method in ('sfnet', 'camnet'):
+    for variant in ('test', 'quick', 'paper'):
+      data = load_config(method, variant).data
+      assert sorted(data.keys()) == sorted(fields), (method, variant)
+
+
+def test_spec_and_length_of_synthetic_batches(stream):
+  config = _config()
+  assert pipeline.num_examples(config, 'train') == 8
+  assert pipeline.num_examples(config, 'heldout') == 4
+  spec = pipeline.batch_spec(config, 4)
+  assert spec == {k: (v.shape, v.dtype) for k, v in stream[0].items()}
+  dummy = pipeline.dummy_batch(config, 3)
+  assert {k: (v.shape, v.dtype) for k, v in dummy.items()} == (
+      pipeline.batch_spec(config, 3))
+  assert all(not v.any() for v in dummy.values())
+  with pytest.raises(errors.SemcorrError, match='splits'):
+    pipeline.num_examples(config, 'test')
+
+
+def test_a_registered_source_serves_batches_of_its_spec(monkeypatch):
+  # A later source: two fixed images, one pair per index, its own keys.
+  images = tf.constant(np.stack([np.full((SIZE, SIZE, 3), v, np.float32)
+                                 for v in (0.25, 0.75)]))
+
+  def example_fn(data_config, split, seed):
+    del data_config, split, seed
+
+    def make(index):
+      return {'source_image': tf.gather(images, index % 2),
+              'target_image': tf.gather(images, (index + 1) % 2),
+              'index': index}
+    return make
+
+  spec = {'source_image': ((SIZE, SIZE, 3), np.dtype(np.float32)),
+          'target_image': ((SIZE, SIZE, 3), np.dtype(np.float32)),
+          'index': ((), np.dtype(np.int64))}
+  toy = pipeline.Source(num_examples=lambda config, split: 2,
+                        example_spec=lambda config: spec,
+                        example_fn=example_fn)
+  monkeypatch.setattr(pipeline, 'SOURCES', dict(pipeline.SOURCES))
+  pipeline.register_source('toy', toy)
+  with pytest.raises(errors.SemcorrError, match='already registered'):
+    pipeline.register_source('toy', toy)
+  config = _config(source='toy')
+  batches = list(pipeline.make_pair_dataset(config, 'train', batch_size=2,
+                                            seed=0, repeat=False))
+  assert len(batches) == 1 and pipeline.num_examples(config, 'train') == 2
+  assert pipeline.batch_spec(config, 2) == {
+      k: (v.shape, v.dtype) for k, v in
+      {k: v.numpy() for k, v in batches[0].items()}.items()}
+  np.testing.assert_array_equal(batches[0]['source_image'][:, 0, 0, 0],
+                                [0.25, 0.75])
+  with pytest.raises(errors.SemcorrError, match='real pairs, not scenes'):
+    pipeline.get_source(config, 'train')
 
 
 def test_batch_format_matches_architecture_doc(stream):
@@ -137,8 +196,11 @@ def test_bad_arguments_raise_one_line_errors():
   with pytest.raises(errors.SemcorrError, match='warp'):
     pipeline.make_pair_dataset(_config(warp='spline'), 'train', batch_size=1,
                                seed=0)
-  with pytest.raises(errors.SemcorrError, match='source'):
-    sources.get_source(_config(source='imagenet'), 'train')
+  with pytest.raises(errors.SemcorrError,
+                     match="Unknown data source 'imagenet'; use one of"):
+    pipeline.get_source(_config(source='imagenet'), 'train')
+  with pytest.raises(errors.SemcorrError, match='Unknown data source'):
+    pipeline.batch_spec(_config(source='imagenet'), 1)
 
 
 def test_pipeline_ground_truth_on_an_in_memory_source():
@@ -151,7 +213,7 @@ def test_pipeline_ground_truth_on_an_in_memory_source():
   source = sources.InMemorySource('smooth', [sources.encode_png(image)],
                                   [sources.encode_png(mask * 255)])
   config = _config(warp='affine', color_jitter=0.0, image_size=(SIZE, 48))
-  make = pipeline.example_fn(config, source, 'train', seed=3)
+  make = synthetic_pairs.example_fn(config, source, 'train', seed=3)
   ds = tf.data.Dataset.range(3).map(make)
   for pair in ds:
     assert pair['source_image'].shape == (SIZE, 48, 3)

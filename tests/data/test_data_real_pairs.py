@@ -2,33 +2,40 @@
 
 Built on the PF-PASCAL fixture (`tests/helpers/pf_fixture.py`, official
 layout): 6 train rows, 3 validation pairs; images are resized to H x W =
-16 x 20 so every keypoint scale is checked by hand.
+16 x 20 so every keypoint and box scale is checked by hand.
 """
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from helpers import paths
 from helpers import pf_fixture as fx
+from semcorr_jax import config_files
 from semcorr_jax import errors
 from semcorr_jax.data import pipeline
 from semcorr_jax.data import real_pairs
+from semcorr_jax.data import streams
 
 HEIGHT, WIDTH = 16, 20
 MAX_KEYPOINTS = 6
+
+
+def pf_config(data_dir, manual_dir, **overrides):
+  """The data block of configs/sfnet.py:test set to the PF-PASCAL fixture."""
+  data_config = config_files.load(f'{paths.CONFIGS / "sfnet"}.py:test').data
+  data_config.update(dict(
+      source='pf_pascal', data_dir=str(data_dir), manual_dir=str(manual_dir),
+      image_size=(HEIGHT, WIDTH), max_keypoints=MAX_KEYPOINTS))
+  data_config.update(overrides)
+  return data_config
 
 
 @pytest.fixture(scope='module')
 def config(tmp_path_factory):
   tmp_path = tmp_path_factory.mktemp('pf_real_pairs')
   manual = fx.write_pf_pascal(tmp_path / 'manual')
-  data_config = pipeline.default_data_config()
-  data_config.source = 'pf_pascal'
-  data_config.data_dir = str(tmp_path / 'tfds')
-  data_config.manual_dir = str(manual)
-  data_config.image_size = (HEIGHT, WIDTH)
-  data_config.max_keypoints = MAX_KEYPOINTS
-  return data_config
+  return pf_config(tmp_path / 'tfds', manual)
 
 
 def batches(data_config, split='train', count=1, **kwargs):
@@ -62,11 +69,21 @@ def test_batch_format(config):
       'source_keypoints': ((b, k, 2), np.float32),
       'target_keypoints': ((b, k, 2), np.float32),
       'keypoint_valid': ((b, k), np.float32),
+      'source_bbox': ((b, 4), np.float32),
+      'target_bbox': ((b, 4), np.float32),
+      'source_bbox_valid': ((b,), np.float32),
+      'target_bbox_valid': ((b,), np.float32),
       'index': ((b,), np.int64),
   }
   assert set(batch) == set(expected)
   for key, (shape, dtype) in expected.items():
     assert batch[key].shape == shape and batch[key].dtype == dtype, key
+  # The spec is the batch's, read from the config alone.
+  assert pipeline.batch_spec(config, b) == {
+      k: (v.shape, v.dtype) for k, v in batch.items()}
+  dummy = pipeline.dummy_batch(config, b)
+  assert {k: (v.shape, v.dtype) for k, v in dummy.items()} == {
+      k: (v.shape, v.dtype) for k, v in batch.items()}
   for key in ('source_image', 'target_image'):
     assert 0.0 <= batch[key].min() and batch[key].max() <= 1.0
   assert set(np.unique(batch['keypoint_valid'])) <= {0.0, 1.0}
@@ -129,6 +146,46 @@ def test_pair_without_annotations_has_no_keypoints(records):
   last = records[5]  # Its target has no .mat file.
   np.testing.assert_array_equal(last['keypoint_valid'], np.zeros(6))
   np.testing.assert_array_equal(last['source_keypoints'], -np.ones((6, 2)))
+  # No .mat, no box: -1 and invalid; the source's box is known.
+  np.testing.assert_array_equal(last['target_bbox'], -np.ones(4))
+  assert last['target_bbox_valid'] == 0 and last['source_bbox_valid'] == 1
+
+
+def test_boxes_scaled_and_flipped_by_hand(records):
+  # Fixture boxes (1, 2, W - 3, H - 2). Row 0's source 2007_000001 (32 x 24):
+  # (1, 2, 29, 22) -> x' = (x + .5) 20 / 32 - .5, y' = (y + .5) 16 / 24 - .5
+  # = (0.4375, 7 / 6, 17.9375, 14.5). Its target 2007_000002 (28 x 36):
+  # (1, 2, 25, 34) -> (1.5 * 20 / 28 - .5, 2.5 * 16 / 36 - .5,
+  # 25.5 * 20 / 28 - .5, 34.5 * 16 / 36 - .5).
+  plain, flipped = records[0], records[2]
+  np.testing.assert_allclose(plain['source_bbox'],
+                             [0.4375, 7 / 6, 17.9375, 14.5], atol=1e-5)
+  np.testing.assert_allclose(
+      plain['target_bbox'],
+      [1.5 * 20 / 28 - .5, 2.5 * 16 / 36 - .5, 25.5 * 20 / 28 - .5,
+       34.5 * 16 / 36 - .5], atol=1e-5)
+  assert plain['source_bbox_valid'] == plain['target_bbox_valid'] == 1
+  # Row 2 = row 0 flipped: x -> 19 - x, so x0' = 19 - x1 and x1' = 19 - x0.
+  for side in ('source', 'target'):
+    x0, y0, x1, y1 = plain[f'{side}_bbox']
+    np.testing.assert_allclose(flipped[f'{side}_bbox'],
+                               [19 - x1, y0, 19 - x0, y1], atol=1e-5)
+  # A box corner is mapped exactly as a keypoint at the same place would be.
+  np.testing.assert_allclose(flipped['source_bbox'][:2],
+                             [19 - 17.9375, 7 / 6], atol=1e-5)
+
+
+def test_keypoints_are_optional(config):
+  no_points = pf_config(config.data_dir, config.manual_dir, max_keypoints=0)
+  batch = batches(no_points, batch_size=2)[0]
+  assert not {'source_keypoints', 'target_keypoints',
+              'keypoint_valid'} & set(batch)
+  assert pipeline.batch_spec(no_points, 2) == {
+      k: (v.shape, v.dtype) for k, v in batch.items()}
+  # The same pairs as with keypoints.
+  with_points = batches(config, batch_size=2)[0]
+  for key in batch:
+    np.testing.assert_array_equal(batch[key], with_points[key], err_msg=key)
 
 
 def find_record(example, records):
@@ -152,7 +209,7 @@ def test_each_epoch_is_a_permutation_and_deterministic(config, records):
   assert sorted(order[6:]) == list(range(6))
   # The same pair i under a fresh build from the permutation helper.
   root = real_pairs.order_root(0, 'train')
-  assert order == [int(real_pairs.record_order(tf.constant(i), 6, root))
+  assert order == [int(streams.item_of(tf.constant(i), 6, root))
                    for i in range(12)]
   # Another seed, another order (fixed seeds: deterministic).
   other = batches(config, count=3, batch_size=2, seed=1)
@@ -173,6 +230,28 @@ def test_sharding_and_resume(config):
   assert_same(resumed[0], whole[1])
 
 
+def test_index_fixes_the_pair_whatever_the_start(config):
+  # 4 epochs of 6 pairs, by index; then fresh pipelines started elsewhere,
+  # with other batch sizes: every index gives the same example.
+  stream = batches(config, count=12, batch_size=2)
+  by_index = {int(i): {k: v[j] for k, v in b.items()}
+              for b in stream for j, i in enumerate(b['index'])}
+  for batch_size, start in ((1, 7), (3, 3), (5, 10)):
+    for b in batches(config, count=2, batch_size=batch_size,
+                     start_index=start):
+      for j, i in enumerate(b['index']):
+        assert_same({k: v[j] for k, v in b.items()}, by_index[int(i)])
+    assert int(b['index'][-1]) == start + 2 * batch_size - 1
+
+
+def test_num_examples_counts_the_split(config):
+  assert pipeline.num_examples(config, 'train') == 6
+  assert pipeline.num_examples(config, 'heldout') == 3
+  assert pipeline.num_examples(config, 'val') == 3
+  with pytest.raises(errors.SemcorrError, match="no split 'test'"):
+    pipeline.num_examples(config, 'test')
+
+
 def test_finite_heldout_split_is_the_validation_split(config):
   heldout = batches(config, 'heldout', count=5, batch_size=1, repeat=False)
   validation = batches(config, 'validation', count=5, batch_size=1,
@@ -189,18 +268,15 @@ def test_finite_heldout_split_is_the_validation_split(config):
 def test_bad_split_and_too_few_keypoint_rows(config):
   with pytest.raises(errors.SemcorrError, match="no split 'test'"):
     batches(config, 'test')
-  small = pipeline.default_data_config()
-  small.update(config)
-  small.max_keypoints = 3
+  small = pf_config(config.data_dir, config.manual_dir, max_keypoints=3)
   with pytest.raises(errors.SemcorrError,
                      match='4 valid keypoints but data.max_keypoints is 3'):
     batches(small)
 
 
-def test_missing_manual_dir_is_named(tmp_path):
-  data_config = pipeline.default_data_config()
-  data_config.source = 'pf_pascal'
-  data_config.data_dir = str(tmp_path / 'tfds')
-  data_config.manual_dir = str(tmp_path / 'absent')
+def test_missing_manual_dir_is_named(tmp_path, load_config):
+  data_config = load_config('sfnet', 'test', **{
+      'data.source': 'pf_pascal', 'data.data_dir': str(tmp_path / 'tfds'),
+      'data.manual_dir': str(tmp_path / 'absent')}).data
   with pytest.raises(errors.SemcorrError, match='absent is missing or empty'):
     batches(data_config)

@@ -12,7 +12,6 @@ import tarfile
 import tempfile
 import types
 
-import ml_collections
 import numpy as np
 from PIL import Image
 import pytest
@@ -20,6 +19,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from semcorr_jax import errors
+from semcorr_jax.data import pipeline
 from semcorr_jax.data import voc
 from semcorr_jax.data import voc_builder
 
@@ -234,7 +234,7 @@ def test_scene_source_splits_exclusions_and_content(prepared):
   for split, ids in expected.items():
     source = voc.scene_source(config, split)
     assert source.name == f'voc2012/{split}'
-    assert source.num_scenes == len(ids)
+    assert source.num_scenes == voc.scene_count(config, split) == len(ids)
     assert source.image_ids == ids
     for image_id, (image, mask) in zip(ids, scenes_in_graph_mode(source)):
       entry = ALL[image_id]
@@ -254,15 +254,21 @@ def test_scene_source_custom_and_empty_exclusions(prepared, tmp_path):
   assert voc.scene_source(config, 'train').num_scenes == len(ALL) - 1
 
 
-def test_manual_dir_may_be_the_tar_itself(tmp_path):
+def test_manual_dir_may_be_the_tar_itself(tmp_path, load_config):
   write_voc(tmp_path / 'manual', as_tar=True)
   tar_path = tmp_path / 'manual' / voc_builder.TAR_NAME
-  # A locked ConfigDict without the optional `void_as` field, as in configs/.
-  config = ml_collections.ConfigDict(dict(
-      source='voc2012', data_dir=str(tmp_path / 'tfds'),
-      manual_dir=str(tar_path), exclude_list=None, heldout_scenes=1))
-  config.lock()
+  # The data block of a config file (locked), through the pipeline.
+  config = load_config('sfnet', 'test', **{
+      'data.source': 'voc2012', 'data.data_dir': str(tmp_path / 'tfds'),
+      'data.manual_dir': str(tar_path), 'data.heldout_scenes': 1}).data
   assert voc.scene_source(config, 'train').num_scenes == len(ALL) - 2
+  assert pipeline.num_examples(config, 'train') == len(ALL) - 2
+  assert pipeline.num_examples(config, 'heldout') == 1
+  spec = pipeline.batch_spec(config, 2)
+  batch = next(iter(pipeline.make_pair_dataset(config, 'heldout',
+                                               batch_size=1, seed=0)))
+  assert {k: v.shape[1:] for k, v in batch.items()} == {
+      k: shape[1:] for k, (shape, _) in spec.items()}
   renamed = tmp_path / 'voc.tar'
   tar_path.rename(renamed)
   config = data_config(tmp_path, data_dir=str(tmp_path / 'tfds2'),

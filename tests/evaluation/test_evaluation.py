@@ -14,6 +14,7 @@ from semcorr_jax.evaluation import keypoints as kp
 from semcorr_jax.evaluation import pck as pck_lib
 from semcorr_jax.evaluation import reports
 from semcorr_jax.evaluation import synthetic
+from semcorr_jax.evaluation import synthetic_scores
 from semcorr_jax.evaluation import visualize
 from helpers import paths
 
@@ -125,19 +126,20 @@ def _expected_pck(batches, shift, stride, alpha):
 
 def test_evaluate_synthetic_matches_numpy_recomputation():
   config = _sfnet_test_config()
-  with config.unlocked():
-    config.eval.num_pairs = 6
-    config.eval.batch_size = 4  # 4 + a padded batch of 2
+  settings = config.evals.synthetic
   shift = np.array([1.5, -2.0], np.float32)
-  results = synthetic.evaluate_synthetic(ShiftFake(), {'shift': shift}, config,
-                                         alphas=(0.05, 0.1, 2.0))
+  results = synthetic.evaluate_synthetic(
+      ShiftFake().predict, {'shift': shift}, config.data, num_pairs=6,
+      batch_size=4,  # 4 + a padded batch of 2
+      seed=settings.seed, keypoint_stride=settings.keypoint_stride,
+      alphas=(0.05, 0.1, 2.0))
   assert results['num_pairs'] == 6
   assert results['num_keypoints'] == (results['num_keypoints_st'] +
                                       results['num_keypoints_ts']) > 0
-  batches = list(synthetic.heldout_batches(config, 6, 4))
+  batches = list(synthetic.heldout_batches(config.data, 6, 4, settings.seed))
   for alpha in (0.05, 0.1):
-    want = _expected_pck(batches, shift, config.eval.keypoint_stride, alpha)
-    key = synthetic.alpha_key(alpha)
+    want = _expected_pck(batches, shift, settings.keypoint_stride, alpha)
+    key = pck_lib.alpha_key(alpha)
     assert results[f'pck_st@{key}'] == pytest.approx(want['st'])
     assert results[f'pck_ts@{key}'] == pytest.approx(want['ts'])
     assert results[f'pck@{key}'] == pytest.approx(
@@ -146,14 +148,15 @@ def test_evaluate_synthetic_matches_numpy_recomputation():
   # The threshold exceeds the image diagonal: every point is correct.
   assert results['pck@2'] == 1.0 and results['pck_bbox@2'] == 1.0
   assert set(results['conventions']) >= {'pck', 'st', 'ts', 'keypoints'}
-  json.dumps(reports._json_ready(results))  # JSON-ready
+  assert [f['name'] for f in results['flows']] == ['final']
+  json.dumps(reports.json_ready(results))  # JSON-ready
 
 
 def test_score_batch_perfect_prediction():
   config = _sfnet_test_config()
-  batch = next(synthetic.heldout_batches(config, 2, 2))
-  pairs = synthetic.score_batch(batch, batch, stride=4, alphas=(0.01,))
-  summary = synthetic.summarize(pairs, (0.01,))
+  batch = next(synthetic.heldout_batches(config.data, 2, 2, seed=0))
+  pairs = synthetic_scores.score_batch(batch, batch, stride=4, alphas=(0.01,))
+  summary = synthetic_scores.summarize(pairs, (0.01,))
   assert summary['pck@0.01'] == 1.0 and summary['epe'] == pytest.approx(0.0)
 
 
@@ -163,17 +166,18 @@ def test_write_and_read_eval(tmp_path):
              'alphas': [0.05, 0.1, 0.15], 'conventions': {'pck': 'd <= t'}}
   untrained = dict(trained, **{'pck@0.1': 0.25})
   results = {'step': 7, 'trained': trained, 'untrained': untrained}
-  json_path, md_path = synthetic.write_eval(str(tmp_path), 'synthetic',
-                                            results)
+  json_path, md_path = reports.write_eval(str(tmp_path), 'synthetic',
+                                          results)
   assert json_path == str(tmp_path / 'eval' / 'synthetic.json')
   raw = json.loads(open(json_path).read())  # strict JSON: NaN -> null
   assert raw['trained']['pck@0.15'] is None and raw['step'] == 7
-  back = synthetic.read_eval(str(tmp_path), 'synthetic')
+  back = reports.read_eval(str(tmp_path), 'synthetic')
   assert math.isnan(back['trained']['pck@0.15'])
-  table = synthetic.format_comparison(trained, untrained)
+  table = reports.format_comparison(trained, untrained)
   assert '| PCK@0.1 (alpha_img) | 0.750 | 0.250 |' in table
   assert 'untrained' in open(md_path).read()
-  assert not [f for f in os.listdir(tmp_path / 'eval') if f.endswith('.tmp')]
+  assert sorted(os.listdir(tmp_path / 'eval')) == ['synthetic.json',
+                                                   'synthetic.md']
 
 
 # --- pictures -----------------------------------------------------------------
@@ -223,7 +227,7 @@ def test_draw_match_and_eval_pairs(tmp_path):
   assert warped.shape == (16, 24, 3)
 
   config = _sfnet_test_config()
-  batch = next(synthetic.heldout_batches(config, 2, 2))
+  batch = next(synthetic.heldout_batches(config.data, 2, 2, seed=0))
   path = visualize.draw_eval_pairs(str(tmp_path / 'pairs.png'), batch, batch,
                                    num_pairs=2)
   assert Image.open(path).size[1] > 100

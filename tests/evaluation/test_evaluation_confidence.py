@@ -1,4 +1,10 @@
-"""Confidence metrics, base-vs-refined scores and their display (CAMNet).
+"""Confidence metrics and the scores of several flows.
+
+The two-flow predictions imitate CAMNet: a primary (refined) flow 'final'
+and a flow 'base', both declaring a confidence (`FLOWS`).
+
+Their display and `Matcher` lifting: tests/evaluation/test_visualize.py and
+tests/cli/test_api_cli.py.
 
 Every expected number is derived by hand in the comments: ROC AUC as the
 Mann-Whitney pair count (P(pos > neg) + P(pos = neg) / 2), PCK as
@@ -9,33 +15,32 @@ import json
 import math
 import os
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from PIL import Image
 import pytest
 
-from semcorr_jax import api
-from semcorr_jax import checkpointing
 from semcorr_jax import config_files
 from semcorr_jax import geometry
-from semcorr_jax import methods
+from semcorr_jax import outputs
 from semcorr_jax.evaluation import confidence as conf_lib
+from semcorr_jax.evaluation import benchmark_reports
 from semcorr_jax.evaluation import fake
 from semcorr_jax.evaluation import keypoints as kp
+from semcorr_jax.evaluation import per_flow
 from semcorr_jax.evaluation import protocol as protocol_lib
 from semcorr_jax.evaluation import reports
 from semcorr_jax.evaluation import runner
 from semcorr_jax.evaluation import synthetic
-from semcorr_jax.evaluation import visualize
-from semcorr_jax.methods import base
+from semcorr_jax.evaluation import synthetic_scores
 
 from helpers import pf_fixture
 from helpers import paths
 
 REPO = str(paths.REPO)
 NAN = float('nan')
+FLOWS = (outputs.Flow('final', ('confidence',)),
+         outputs.Flow('base', ('confidence',)))
 
 
 # --- roc_auc ------------------------------------------------------------------
@@ -196,8 +201,9 @@ SFNET_KEYS = {'num_pairs', 'num_keypoints', 'num_keypoints_st',
 def test_synthetic_base_and_confidence_scores_by_hand():
   batch, pred = _hand_batch_and_prediction()
   alphas = (0.125, 0.25)  # L = max(8, 8): thresholds 1 and 2 px
-  pairs = synthetic.score_batch(batch, pred, stride=4, alphas=alphas)
-  res = synthetic.summarize(pairs, alphas, image_hw=(8, 8))
+  pairs = synthetic_scores.score_batch(batch, pred, 4, alphas, FLOWS)
+  res = synthetic_scores.summarize(pairs, alphas, image_hw=(8, 8),
+                                   flows=FLOWS)
   # Refined: st errors 0 1 2 3 -> 2/4 <= 1, 3/4 <= 2; ts 0 0 1.5 4 -> 2/4,
   # 3/4. EPE st 1.5, ts 1.375.
   assert (res['pck@0.125'], res['pck@0.25']) == (0.5, 0.75)
@@ -224,19 +230,31 @@ def test_synthetic_base_and_confidence_scores_by_hand():
   assert (res['base_confidence_frac_high'],
           res['base_confidence_num_high']) == (0.75, 6)
   assert res['base_confidence_mean'] == 0.5
-  # Counts are not repeated for the base mapping; train.py logs scalars.
+  # Counts are not repeated for the base mapping; the trainer logs scalars.
   assert 'base_num_keypoints' not in res and 'base_confidence_split' not in res
   assert all(isinstance(v, (int, float)) for v in res.values())
   assert SFNET_KEYS < set(res)
+  assert set(res) == synthetic_scores.metric_names(alphas, FLOWS)
 
-  # Without the extra outputs: exactly the keys and values of before.
-  plain = {k: pred[k] for k in ('mapping_st', 'mapping_ts')}
-  res_plain = synthetic.summarize(
-      synthetic.score_batch(batch, plain, 4, alphas), alphas, image_hw=(8, 8))
-  assert set(res_plain) == SFNET_KEYS
+  # One flow without a confidence: exactly the keys and values of the
+  # primary flow, whatever else the prediction holds.
+  res_plain = synthetic_scores.summarize(
+      synthetic_scores.score_batch(batch, pred, 4, alphas), alphas,
+      image_hw=(8, 8))
+  assert set(res_plain) == SFNET_KEYS == synthetic_scores.metric_names(alphas)
   assert res_plain == {k: res[k] for k in SFNET_KEYS}
-  assert synthetic.summarize(synthetic.score_batch(batch, plain, 4, alphas),
-                             alphas) == res_plain
+  # A confidence is scored only where the flow declares it.
+  only_base = (outputs.Flow('final'), outputs.Flow('base', ('confidence',)))
+  res_base = synthetic_scores.summarize(
+      synthetic_scores.score_batch(batch, pred, 4, alphas, only_base),
+      alphas, image_hw=(8, 8), flows=only_base)
+  assert 'confidence_auc@0.125' not in res_base
+  assert res_base['base_confidence_auc@0.125'] == 1.0
+  assert res_base['confidence_split'] == 0.5
+  with pytest.raises(Exception, match="guide_mapping_st"):
+    synthetic_scores.score_batch(batch, pred, 4, alphas,
+                                 (outputs.Flow('final'),
+                                  outputs.Flow('guide')))
 
 
 class _ConfFake:
@@ -256,14 +274,16 @@ class _ConfFake:
 
 def test_evaluate_synthetic_end_to_end_with_extras():
   config = config_files.load(os.path.join(REPO, 'configs', 'sfnet.py:test'))
-  with config.unlocked():
-    config.eval.num_pairs, config.eval.batch_size = 3, 2
-  res = synthetic.evaluate_synthetic(
-      _ConfFake(), {'shift': jnp.asarray([3.0, 0.0])}, config,
-      alphas=(0.05, 2.0))
+  predict_fn = jax.jit(_ConfFake().predict)
+
+  def evaluate(shift):
+    return synthetic.evaluate_synthetic(
+        predict_fn, {'shift': jnp.asarray(shift)}, config.data, flows=FLOWS,
+        num_pairs=3, batch_size=2, alphas=(0.05, 2.0))
+
+  res = evaluate([3.0, 0.0])
   # The base mapping is the identity: exactly an untrained shift-0 model.
-  plain = synthetic.evaluate_synthetic(
-      _ConfFake(), {'shift': jnp.zeros(2)}, config, alphas=(0.05, 2.0))
+  plain = evaluate([0.0, 0.0])
   assert res['base_pck@0.05'] == plain['pck@0.05']
   assert res['base_epe'] == plain['epe'] and res['epe'] > 0
   assert res['pck@0.05'] != res['base_pck@0.05']
@@ -276,20 +296,22 @@ def test_evaluate_synthetic_end_to_end_with_extras():
   assert {'base_*', 'confidence_*'} <= set(res['conventions'])
 
 
-def test_comparison_tables_show_base_and_confidence(tmp_path):
+def test_comparison_tables_show_every_flow_and_confidence(tmp_path):
   batch, pred = _hand_batch_and_prediction()
   alphas = (0.125, 0.25)
-  res = synthetic.summarize(synthetic.score_batch(batch, pred, 4, alphas),
-                            alphas, image_hw=(8, 8))
+  res = synthetic_scores.summarize(
+      synthetic_scores.score_batch(batch, pred, 4, alphas, FLOWS), alphas,
+      image_hw=(8, 8), flows=FLOWS)
   res['alphas'] = list(alphas)
+  res['flows'] = per_flow.describe(FLOWS)
   untrained = dict(res, **{'base_pck@0.125': 0.25})
-  table = synthetic.format_comparison(res, untrained)
-  assert ('| metric | trained: refined | trained: base | untrained: refined '
+  table = reports.format_comparison(res, untrained)
+  assert ('| metric | trained: final | trained: base | untrained: final '
           '| untrained: base |') in table
   assert '| PCK@0.125 (alpha_img) | 0.500 | 0.750 | 0.500 | 0.250 |' in table
   assert '| end-point error (px) | 1.44 | 1.25 | 1.44 | 1.25 |' in table
   # 13/16 = 0.8125 -> '0.812'; high 4 of 8, mean .5.
-  assert ('| trained, refined | 0.125 | 0.812 | 0.750 | 0.250 | 0.500 (4 of '
+  assert ('| trained, final | 0.125 | 0.812 | 0.750 | 0.250 | 0.500 (4 of '
           '8) | 0.500 |') in table
   assert ('| untrained, base | 0.25 | 1.000 | 1.000 | 0.000 | 0.750 (6 of '
           '8) | 0.500 |') in table
@@ -297,15 +319,15 @@ def test_comparison_tables_show_base_and_confidence(tmp_path):
                                   {'step': 1, 'trained': res,
                                    'untrained': untrained})
   markdown = open(md_path).read()
-  assert 'Base vs refined flow' in markdown and 'ROC AUC' in markdown
+  assert 'Every flow' in markdown and 'ROC AUC' in markdown
   saved = json.load(open(tmp_path / 'eval' / 'synthetic.json'))
   assert saved['trained']['base_confidence_auc@0.25'] == 1.0
 
-  # Results without base / confidence keys: the table of before, alone.
+  # Results of one flow without a confidence: the first table, alone.
   plain = {k: v for k, v in res.items()
-           if not k.startswith(('base_', 'confidence_'))}
-  table = synthetic.format_comparison(plain, None)
-  assert 'Base vs refined' not in table and 'ROC AUC' not in table
+           if not k.startswith(('base_', 'confidence_', 'flows'))}
+  table = reports.format_comparison(plain, None)
+  assert 'Every flow' not in table and 'ROC AUC' not in table
   assert table.splitlines()[-1] == '| pairs / keypoints | 1 / 8 |'
 
 
@@ -348,20 +370,23 @@ def test_runner_reports_base_flow_and_confidence(pf_pascal_dir, tmp_path):
   # Base confidence .2 + .8 tent: .4 .4 .6 | .2 1 .2 .2 | .4 .4 .2 .2 (x2);
   # refined confidence .8 - .8 tent: .6 .6 .4 | .8 0 .8 .8 | .6 .6 .8 .8.
   tent = fake.tent_confidence
-  predict = fake.confidence_predict_fn(
-      [[1, 0, 0], [0, 1, 0]], [[0.8, 0, 0], [0, 0.8, 0]],
-      confidence=lambda x, y: 0.8 - 0.8 * tent(x, y),
-      base_confidence=lambda x, y: 0.2 + 0.8 * tent(x, y))
+  predict = fake.flows_predict_fn(
+      FLOWS, {'final': [[1, 0, 0], [0, 1, 0]],
+              'base': [[0.8, 0, 0], [0, 0.8, 0]]},
+      {'final': lambda x, y: 0.8 - 0.8 * tent(x, y),
+       'base': lambda x, y: 0.2 + 0.8 * tent(x, y)})
   results = runner.evaluate_benchmark(
       predict, 'pf_pascal', model_size=(33, 33), data_dir=pf_pascal_dir,
-      out_dir=str(tmp_path), progress=False)
+      out_dir=str(tmp_path), progress=False, flows=FLOWS)
   s = results['summary']
   assert s['pck@0.05'] == s['pck@0.1'] == s['pck@0.15'] == 1.0
   assert s['base_pck@0.05'] == pytest.approx(1 / 16)
   assert s['base_pck@0.1'] == pytest.approx(9 / 16)
   assert s['base_pck@0.15'] == 1.0
   assert s['per_category']['cat']['base_pck@0.1'] == pytest.approx(0.5)
-  assert s['per_factor'] == {}  # the new record fields are not factors
+  assert s['per_factor'] == {}  # the flows' record fields are not factors
+  assert [f['name'] for f in s['flows']] == ['final', 'base']
+  assert 'base_*' in s['conventions']
   # Refined: all correct -> AUC undefined; 13 of 15 high (.6 .8).
   assert math.isnan(s['confidence_auc@0.1'])
   assert (s['confidence_num_high'], s['confidence_num_low']) == (13, 2)
@@ -381,7 +406,7 @@ def test_runner_reports_base_flow_and_confidence(pf_pascal_dir, tmp_path):
   assert s['base_confidence_pck_low@0.05'] == 0.0
   assert s['base_confidence_mean'] == pytest.approx(5.4 / 15)
 
-  paths = runner.output_paths(str(tmp_path), 'pf_pascal', 'test')
+  paths = benchmark_reports.output_paths(str(tmp_path), 'pf_pascal', 'test')
   saved = json.load(open(paths['json']))['summary']
   assert saved['confidence_auc@0.1'] is None  # NaN -> null
   assert saved['base_confidence_pck_low@0.1'] == pytest.approx(6 / 13)
@@ -389,171 +414,29 @@ def test_runner_reports_base_flow_and_confidence(pf_pascal_dir, tmp_path):
   assert '| base | 4 | 15 | 0.062 | 0.562 | 1.000 |' in markdown
   assert ('| base | 0.1 | 1.000 | 1.000 | 0.462 | 0.133 (2 of 15) | 0.360 |'
           in markdown)
-  assert '| refined | 0.1 | n/a | 1.000 | 1.000 |' in markdown
+  assert '| final | 0.1 | n/a | 1.000 | 1.000 |' in markdown
   with open(paths['csv']) as f:
     header, first = f.readline().strip().split(','), f.readline()
-  assert header[8:] == ['base_pck@0.05', 'base_pck@0.1', 'base_pck@0.15',
-                        'base_mean_error_px', 'keypoint_confidence',
-                        'keypoint_error_px', 'base_keypoint_confidence',
+  # The primary flow's fields, then the other flow's, prefixed.
+  assert header[8:] == ['keypoint_confidence', 'keypoint_error_px',
+                        'base_pck@0.05', 'base_pck@0.1', 'base_pck@0.15',
+                        'base_mean_error_px', 'base_keypoint_confidence',
                         'base_keypoint_error_px']
   assert ',0.6;0.6;0.4,' in first.replace('0.6000000000000001', '0.6')
 
 
-def test_runner_without_extras_is_unchanged(pf_pascal_dir):
+def test_runner_scores_only_declared_maps(pf_pascal_dir):
+  # The prediction holds two flows with confidences; one flow without a
+  # confidence is declared (the default): only its keys are reported.
+  predict = fake.flows_predict_fn(
+      FLOWS, {'final': [[1, 0, 0], [0, 1, 0]],
+              'base': [[0.8, 0, 0], [0, 0.8, 0]]})
   s = runner.evaluate_benchmark(
-      fake.identity_predict_fn, 'pf_pascal', model_size=(32, 32),
+      predict, 'pf_pascal', model_size=(32, 32),
       data_dir=pf_pascal_dir, progress=False)['summary']
   assert not [k for k in s if k.startswith(('base_', 'confidence'))]
+  assert s['pck@0.05'] == 1.0
   assert set(s['per_category']['cat']) == {
       'num_pairs', 'num_keypoints', 'pck@0.05', 'pck@0.1', 'pck@0.15',
       'mean_error_px'}
   assert 'base_*' not in s['conventions']
-
-
-# --- display ------------------------------------------------------------------
-def test_map_panels_fixed_scale_titles_and_order():
-  maps = {'other': np.zeros((4, 5, 1)), 'base_confidence_ts': np.ones((3, 3)),
-          'confidence_ts': np.ones((3, 3)), 'confidence_st': np.ones((4, 5))}
-  panels = visualize.map_panels(maps)
-  assert [p[0] for p in panels] == ['confidence_st', 'confidence_ts',
-                                    'base_confidence_ts', 'other']
-  assert panels[0][1] == 'confidence (source -> target)'
-  assert panels[1][1] == 'confidence (target -> source)'
-  assert panels[2][1] == 'base confidence (target -> source)'
-  assert [p[3:] for p in panels] == [(0.0, 1.0)] * 3 + [(None, None)]
-  assert panels[3][2].shape == (4, 5)
-
-
-def test_draw_match_with_confidence_and_base_rows(tmp_path):
-  rng = np.random.default_rng(0)
-  source = rng.random((20, 30, 3)).astype(np.float32)
-  target = rng.random((16, 24, 3)).astype(np.float32)
-  mapping_st = _grid(20, 30) * [23 / 29, 15 / 19]
-  mapping_ts = _grid(16, 24) * [29 / 23, 19 / 15]
-  points = np.array([[3., 4.], [20., 10.]])
-  one_row = visualize.draw_match(str(tmp_path / 'a.png'), source, target,
-                                 mapping_st, mapping_ts, points_s=points)
-  maps = {'confidence_st': rng.random((20, 30)),
-          'confidence_ts': rng.random((16, 24)),
-          'base_confidence_st': rng.random((20, 30)),
-          'base_confidence_ts': rng.random((16, 24))}
-  two_rows = visualize.draw_match(
-      str(tmp_path / 'b.png'), source, target, mapping_st, mapping_ts,
-      points_s=points, extra_maps=maps, base_mapping_st=mapping_st + 1,
-      base_mapping_ts=mapping_ts - 1)
-  (w1, h1), (w2, h2) = Image.open(one_row).size, Image.open(two_rows).size
-  assert h2 > 1.7 * h1  # a second row (base flow)
-  assert w2 > 1.3 * w1  # two confidence columns beside the flow
-
-
-class ConfShiftModel(nn.Module):
-  """Refined mapping = identity + shift, base = identity + 2 shift; the
-  confidences are ramps of x (lifted exactly by an align-corners resize)."""
-
-  @nn.compact
-  def __call__(self, source, target, train=False):
-    shift = self.param('shift', nn.initializers.zeros, (2,))
-    b, h, w = source.shape[:3]
-    grid = jnp.broadcast_to(geometry.pixel_grid(h, w), (b, h, w, 2))
-    ramp = grid[..., 0] / (w - 1)
-    return {'mapping_st': grid + shift, 'mapping_ts': grid - shift,
-            'base_mapping_st': grid + 2 * shift,
-            'base_mapping_ts': grid - 2 * shift,
-            'confidence_st': ramp, 'confidence_ts': 1 - ramp,
-            'base_confidence_st': 0.5 * ramp,
-            'base_confidence_ts': 0.5 * (1 - ramp),
-            'feature_mapping_st': grid[:, ::8, ::8]}
-
-
-class ConfShiftMethod(base.Method):
-  """A registered fake CAMNet (name 'conf_shift_test')."""
-
-  def build_model(self):
-    return ConfShiftModel()
-
-  def loss(self, params, model_state, batch, rng):
-    out = self.model.apply({'params': params}, batch['source_image'],
-                           batch['target_image'])
-    return jnp.mean(jnp.square(out['mapping_st'] - batch['mapping_st'])), {}
-
-  def predict(self, variables, source, target):
-    return self.model.apply(variables, source, target)
-
-
-SHIFT = (1.5, -2.0)
-
-
-@pytest.fixture(scope='module')
-def conf_workdir(tmp_path_factory):
-  methods.register('conf_shift_test', f'{__name__}:ConfShiftMethod')
-  config = config_files.load(os.path.join(REPO, 'configs', 'sfnet.py:test'),
-                             {'method': 'conf_shift_test'})
-  workdir = str(tmp_path_factory.mktemp('conf'))
-  method = methods.get(config.method)(config, total_steps=1)
-  state = jax.jit(method.init_state)(jax.random.key(0),
-                                     checkpointing.dummy_batch(config))
-  state = state.replace(params={'shift': jnp.asarray(SHIFT)})
-  checkpointing.save_config(workdir, config)
-  ckpt = checkpointing.Checkpointer(workdir)
-  ckpt.save(3, state, {'step': 3, 'data_index': 0, 'seed': 0}, force=True)
-  ckpt.wait()
-  ckpt.close()
-  return workdir
-
-
-def _expected_mapping(src_hw, tgt_hw, model_hw, shift):
-  """Source pixel -> model pixel -> + shift -> target pixel (align corners)."""
-  grid = _grid(*src_hw)
-  model = grid * [(model_hw[1] - 1) / (src_hw[1] - 1),
-                  (model_hw[0] - 1) / (src_hw[0] - 1)] + shift
-  return model * [(tgt_hw[1] - 1) / (model_hw[1] - 1),
-                  (tgt_hw[0] - 1) / (model_hw[0] - 1)]
-
-
-def test_matcher_lifts_base_mappings_and_confidences(conf_workdir):
-  matcher = api.load(conf_workdir)
-  rng = np.random.default_rng(0)
-  out = matcher.match((rng.random((40, 56, 3)) * 255).astype(np.uint8),
-                      rng.random((30, 70, 3)).astype(np.float32))
-  shift2 = [2 * s for s in SHIFT]
-  np.testing.assert_allclose(
-      out['base_mapping_st'],
-      _expected_mapping((40, 56), (30, 70), (64, 64), shift2), atol=1e-3)
-  np.testing.assert_allclose(
-      out['base_mapping_ts'],
-      _expected_mapping((30, 70), (40, 56), (64, 64), [-s for s in shift2]),
-      atol=1e-3)
-  np.testing.assert_allclose(
-      out['mapping_st'],
-      _expected_mapping((40, 56), (30, 70), (64, 64), SHIFT), atol=1e-3)
-  # The model's ramp x_m / 63 is x / 55 on the 56-wide source grid and
-  # 1 - x / 69 on the 70-wide target grid.
-  assert out['confidence_st'].shape == (40, 56)
-  np.testing.assert_allclose(out['confidence_st'],
-                             np.tile(np.arange(56) / 55, (40, 1)), atol=1e-5)
-  np.testing.assert_allclose(out['confidence_ts'],
-                             np.tile(1 - np.arange(70) / 69, (30, 1)),
-                             atol=1e-5)
-  assert out['base_confidence_ts'].shape == (30, 70)
-  assert 'feature_mapping_st' not in out
-
-
-def test_match_files_saves_the_confidence(conf_workdir, tmp_path):
-  from semcorr_jax.cli import match  # pylint: disable=g-import-not-at-top
-  rng = np.random.default_rng(3)
-  for name, hw in (('s.png', (40, 56)), ('t.png', (30, 70))):
-    Image.fromarray((rng.random(hw + (3,)) * 255).astype(np.uint8)).save(
-        tmp_path / name)
-  written = match.match_files(conf_workdir, str(tmp_path / 's.png'),
-                              str(tmp_path / 't.png'),
-                              str(tmp_path / 'out' / 'm.png'))
-  assert written['confidence'] == str(tmp_path / 'out' / 'm_confidence.npy')
-  assert sorted(os.listdir(tmp_path / 'out')) == [
-      'm.png', 'm_confidence.npy', 'm_mapping.npy']
-  conf = np.load(written['confidence'])
-  assert conf.shape == (40, 56) and conf.dtype == np.float32
-  np.testing.assert_allclose(conf, np.tile(np.arange(56) / 55, (40, 1)),
-                             atol=1e-5)
-  # Two rows (refined, base) of 4 + 2 panels.
-  width, height = Image.open(written['png']).size
-  assert height > 600 and width > height

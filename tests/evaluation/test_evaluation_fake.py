@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from semcorr_jax import outputs
 from semcorr_jax.errors import SemcorrError
 from semcorr_jax.evaluation import fake
 
@@ -64,3 +65,20 @@ def test_affine_errors():
     fake.affine_predict_fn(np.eye(3))
   with pytest.raises(SemcorrError, match='batches'):
     fake.identity_predict_fn(np.zeros((4, 4, 3)), np.zeros((4, 4, 3)))
+
+
+def test_flows_predict_fn_keys_and_confidence_where_declared():
+  flows = (outputs.Flow('final', ('confidence',)), outputs.Flow('guide'))
+  predict = fake.flows_predict_fn(
+      flows, {'final': [[1, 0, 0], [0, 1, 0]],
+              'guide': [[0.5, 0, 0], [0, 0.5, 0]]}, {'final': 0.25})
+  out = predict(np.zeros((2, 5, 7, 3)), np.zeros((2, 3, 9, 3)))
+  assert sorted(out) == ['confidence_st', 'confidence_ts', 'guide_mapping_st',
+                         'guide_mapping_ts', 'mapping_st', 'mapping_ts']
+  assert out['confidence_st'].shape == (2, 5, 7)
+  assert out['confidence_ts'].shape == (2, 3, 9)
+  np.testing.assert_array_equal(out['confidence_ts'], 0.25)
+  np.testing.assert_allclose(
+      out['guide_mapping_st'],
+      fake.affine_predict_fn([[0.5, 0, 0], [0, 0.5, 0]])(
+          np.zeros((2, 5, 7, 3)), np.zeros((2, 3, 9, 3)))['mapping_st'])

@@ -35,13 +35,15 @@ def test_default_protocols_have_every_field_and_the_documented_defaults():
 
 def test_presets_return_a_modified_copy():
   base = proto.default_protocol('pf_pascal')
-  sfnet = proto.apply_preset(base, 'sfnet')
-  assert tuple(sfnet.input_size) == (288, 288) and sfnet.pad == 16
+  padded = proto.apply_preset(base, 'padded')
+  assert tuple(padded.input_size) == (288, 288) and padded.pad == 16
   assert base.input_size is None and base.pad == 0  # untouched
-  back = proto.apply_preset(sfnet, 'resize')
+  # The published name is an alias of the same preset.
+  assert proto.apply_preset(base, 'sfnet').to_dict() == padded.to_dict()
+  back = proto.apply_preset(padded, 'resize')
   assert back.input_size is None and back.pad == 0
   assert back.frame == 'square'  # other fields kept
-  with pytest.raises(SemcorrError, match='sfnet'):
+  with pytest.raises(SemcorrError, match='known: resize, padded'):
     proto.apply_preset(base, 'nope')
 
 

@@ -18,10 +18,14 @@ import numpy as np
 from PIL import Image
 import pytest
 
+from semcorr_jax import outputs
 from semcorr_jax.errors import SemcorrError
+from semcorr_jax.evaluation import benchmark_reports
+from semcorr_jax.evaluation import caltech
 from semcorr_jax.evaluation import fake
 from semcorr_jax.evaluation import reports
 from semcorr_jax.evaluation import runner
+from semcorr_jax.evaluation import tss
 from semcorr_jax.evaluation import worst_pairs
 
 from helpers import caltech_fixture
@@ -96,7 +100,7 @@ def test_pf_pascal_scale_writes_exact_scores_and_files(pf_pascal_dir,
   assert summary['pck@0.15'] == pytest.approx(1.0)
   assert summary['per_category']['cat']['pck@0.1'] == pytest.approx(0.5)
 
-  paths = runner.output_paths(str(out), 'pf_pascal', 'test')
+  paths = benchmark_reports.output_paths(str(out), 'pf_pascal', 'test')
   assert sorted(os.listdir(out)) == sorted(
       os.path.basename(p) for p in paths.values())  # no temporary files
   saved = json.load(open(paths['json']))
@@ -140,8 +144,8 @@ def test_pf_pascal_sfnet_preset_and_num_pairs(pf_pascal_dir, tmp_path):
   summary = results['summary']
   assert summary['num_pairs'] == 3 and summary['num_keypoints'] == 11
   assert summary['pck@0.05'] == 1.0 and summary['mean_error_px'] < 1e-9
-  paths = runner.output_paths(str(tmp_path), 'pf_pascal', 'test',
-                              'untrained')
+  paths = benchmark_reports.output_paths(str(tmp_path), 'pf_pascal', 'test',
+                                         'untrained')
   assert paths['json'].endswith('pf_pascal_test_untrained.json')
   saved = json.load(open(paths['json']))
   assert saved['label'] == 'untrained' and 'step' not in saved
@@ -172,8 +176,8 @@ def test_pf_willow_translation(pf_willow_dir, tmp_path):
   assert summary['pck@0.1'] == pytest.approx(1.0)
   assert summary['mean_error_px'] == pytest.approx(
       (2.325 + 2.625 + 1.425 + 2.025) / 4)
-  rows = _rows(runner.output_paths(str(tmp_path), 'pf_willow',
-                                   'test')['csv'])
+  rows = _rows(benchmark_reports.output_paths(str(tmp_path), 'pf_willow',
+                                             'test')['csv'])
   assert _column(rows, 'threshold_px') == [31, 35, 39, 29]
   # DHPF/CATs -1 padding: min = -1, so L = max(W, H): 32, 36, 40, 30;
   # 0.05 L = 1.6, 1.8, 2.0, 1.5 -> still only bottle_001 correct.
@@ -181,8 +185,8 @@ def test_pf_willow_translation(pf_willow_dir, tmp_path):
   results = _run(predict, 'pf_willow', pf_willow_dir, tmp_path / 'bug',
                  protocol=protocol)
   assert results['summary']['pck@0.05'] == pytest.approx(0.25)
-  rows = _rows(runner.output_paths(str(tmp_path / 'bug'), 'pf_willow',
-                                   'test')['csv'])
+  rows = _rows(benchmark_reports.output_paths(str(tmp_path / 'bug'),
+                                             'pf_willow', 'test')['csv'])
   assert _column(rows, 'threshold_px') == [32, 36, 40, 30]
 
 
@@ -216,7 +220,7 @@ def test_spair_identity_with_tables(spair_dir, tmp_path):
   assert table['factors']['viewpoint_variation']['hard']['pck'] == (
       pytest.approx(2 / 3))
   assert table['categories']['aeroplane']['pck'] == pytest.approx(1 / 4)
-  paths = runner.output_paths(str(tmp_path), 'spair71k', 'test')
+  paths = benchmark_reports.output_paths(str(tmp_path), 'spair71k', 'test')
   rows = _rows(paths['csv'])
   assert len(rows) == 4
   assert list(rows[0])[:5] == ['pair_id', 'category', 'num_keypoints',
@@ -245,7 +249,7 @@ def test_tss_identity_and_translation(tss_dir, tmp_path):
           for g in ('FG3DCar', 'JODS', 'PASCAL')] == [0.0, 1.0, 1.0]
   assert summary['flow_accuracy'] == pytest.approx(2 / 3)
   assert summary['flow_accuracy_no_flip'] == pytest.approx(0.5)
-  paths = runner.output_paths(str(tmp_path), 'tss', 'test')
+  paths = benchmark_reports.output_paths(str(tmp_path), 'tss', 'test')
   rows = _rows(paths['csv'])
   assert list(rows[0]) == ['pair_id', 'group', 'flow_accuracy',
                            'num_pixels', 'flip', 'alpha']
@@ -260,6 +264,30 @@ def test_tss_identity_and_translation(tss_dir, tmp_path):
   assert [summary['groups'][g]['flow_accuracy']
           for g in ('FG3DCar', 'JODS', 'PASCAL')] == [0.5, 0.0, 0.0]
   assert summary['flow_accuracy'] == pytest.approx(0.5 / 3)
+
+
+def test_tss_and_caltech_score_every_flow(tss_dir, caltech_dir):
+  # The numbers of the two tests around this one: identity (primary) and
+  # the FG3DCar translation (flow 'guide') on TSS; identity and its own
+  # copy on Caltech-101.
+  flows = (outputs.Flow('final'), outputs.Flow('guide'))
+  predict = fake.flows_predict_fn(flows, {
+      'final': [[1, 0, 0], [0, 1, 0]],
+      'guide': [[1, 0, 6 / 31], [0, 1, -4 / 23]]})
+  summary = _run(predict, 'tss', tss_dir, flows=flows)['summary']
+  assert summary['flow_accuracy'] == pytest.approx(2 / 3)
+  assert summary['guide_flow_accuracy'] == pytest.approx(0.5 / 3)
+  assert summary['groups']['FG3DCar']['guide_flow_accuracy'] == 0.5
+  table = tss.markdown(summary).splitlines()
+  assert table[2].startswith('| all rows (final) | 0.000 | 1.000 | 1.000 |')
+  assert table[4].startswith('| all rows (guide) | 0.500 | 0.000 | 0.000 |')
+  predict = fake.flows_predict_fn(flows, {'final': [[1, 0, 0], [0, 1, 0]],
+                                          'guide': [[1, 0, 0], [0, 1, 0]]})
+  summary = _run(predict, 'caltech101', caltech_dir, flows=flows)['summary']
+  assert summary['guide_iou'] == summary['iou']
+  assert summary['num_valid']['guide_iou'] == summary['num_valid']['iou']
+  assert caltech.markdown(summary).splitlines()[0] == (
+      '| metric | final | guide |')
 
 
 # --- Caltech-101 --------------------------------------------------------------
@@ -278,7 +306,7 @@ def test_caltech_identity(caltech_dir, tmp_path):
               caltech_fixture.IDENTITY_METRICS[2]]
   results = _run(fake.identity_predict_fn, 'caltech101', caltech_dir,
                  tmp_path)
-  paths = runner.output_paths(str(tmp_path), 'caltech101', 'test')
+  paths = benchmark_reports.output_paths(str(tmp_path), 'caltech101', 'test')
   rows = _rows(paths['csv'])
   assert list(rows[0]) == ['pair_id', 'category', 'label_transfer_accuracy',
                            'iou', 'localization_error']
@@ -314,7 +342,7 @@ def test_data_dir_errors(tmp_path):
 def test_failing_run_keeps_earlier_results(pf_willow_dir, tmp_path,
                                            monkeypatch):
   _run(fake.identity_predict_fn, 'pf_willow', pf_willow_dir, tmp_path)
-  paths = runner.output_paths(str(tmp_path), 'pf_willow', 'test')
+  paths = benchmark_reports.output_paths(str(tmp_path), 'pf_willow', 'test')
   before = {p: open(p, 'rb').read() for p in paths.values()}
   protocol = runner.build_protocol('pf_willow', batch_size=2)
   calls = []

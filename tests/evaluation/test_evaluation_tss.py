@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from semcorr_jax.errors import SemcorrError
-from semcorr_jax.evaluation import flow_io
+from semcorr_jax.data import flow_io
 from semcorr_jax.evaluation import tss
 
 from helpers import tss_fixture

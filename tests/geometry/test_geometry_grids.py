@@ -166,3 +166,36 @@ def test_resize_images_grad():
   # Every output is a convex combination of inputs, so the input gradients of
   # sum(out) add up to the number of output values (5 * 7 pixels x 2 channels).
   npt.assert_allclose(g.sum(), 5 * 7 * 2, rtol=1e-5)
+
+
+# --- SFNet's normalised flow ----------------------------------------------------
+
+
+def test_normalized_flow_units():
+  # One cell right and down on a 4x5 grid: 2 / (w - 1) = 0.5 in x, 2/3 in y.
+  mapping = np_grid(4, 5)[None] + np.float32(1.0)
+  flow = np.asarray(geometry.normalized_flow(mapping, (4, 5)))
+  npt.assert_allclose(flow[..., 0], 0.5, rtol=1e-6)
+  npt.assert_allclose(flow[..., 1], 2.0 / 3.0, rtol=1e-6)
+
+
+def test_normalized_to_mapping_inverts_normalized_flow():
+  # Mapping from a 3x5 grid into a 4x7 grid (different sizes per axis).
+  m = np.random.default_rng(1).random((2, 3, 5, 2)).astype(np.float32) * (
+      np.asarray([6.0, 3.0], np.float32))
+  flow = geometry.normalized_flow(m, (4, 7))
+  npt.assert_allclose(geometry.normalized_to_mapping(flow, (4, 7)), m,
+                      rtol=1e-5, atol=1e-5)
+  # Zero flow is the align-corners "same place": cell (j, i) of 3x5 ->
+  # (6 j / 4, 3 i / 2) in 4x7 cells; on equal grids, the identity.
+  zero = np.zeros((1, 3, 5, 2), np.float32)
+  got = np.asarray(geometry.normalized_to_mapping(zero, (4, 7)))
+  npt.assert_allclose(got[0, 2, 4], [6.0, 3.0], rtol=1e-6)
+  npt.assert_allclose(got[0, 1, 2], [3.0, 1.5], rtol=1e-6)
+  npt.assert_allclose(geometry.normalized_to_mapping(zero, (3, 5))[0],
+                      np_grid(3, 5), atol=1e-6)
+  # One normalised unit in x is (w_b - 1) / 2 cells: 3 cells of 7.
+  one = zero.copy()
+  one[..., 0] = 1.0
+  npt.assert_allclose(geometry.normalized_to_mapping(one, (4, 7)) - got,
+                      np.broadcast_to([3.0, 0.0], got.shape), rtol=1e-6)

@@ -12,7 +12,7 @@ import jax  # noqa: E402  pylint: disable=g-import-not-at-top
 
 # Shared with the single-process reference run of the test.
 OVERRIDES = {'optimizer.name': 'sgd', 'optimizer.lr': 0.1,
-             'eval.untrained': False}
+             'evals.synthetic.untrained_baseline': False}
 
 
 def main():

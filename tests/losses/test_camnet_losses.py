@@ -8,12 +8,26 @@ and the generator total Eq. 11.
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
+from semcorr_jax import config_files
 from semcorr_jax import geometry
+from semcorr_jax.data import pipeline
 from semcorr_jax.losses import camnet as losses
 from semcorr_jax.losses import sfnet as sfnet_losses
+from helpers import paths
 
 LOG2 = float(np.log(2.0))
+# Paper 000, Sec. 5.1: lambda, gamma, beta, mu1, mu2 (configs/camnet.py).
+LAMBDA, GAMMA, BETA, MU1, MU2 = 0.188, 0.4, 0.4, 288.0, 18.0
+
+
+def test_config_holds_the_paper_weights(load_config):
+  loss = load_config('camnet', 'paper').loss
+  assert (loss.mask_weight, loss.base_weight, loss.base_confidence_weight,
+          loss.align_weight, loss.confidence_weight,
+          loss.adversarial_weight) == (LAMBDA, GAMMA, BETA, MU1, MU2, 1.0)
+
 
 # --- ground-truth confidence (Sec. 4.2) ---------------------------------------
 
@@ -222,8 +236,8 @@ def test_confidence_loss_sums_both_directions_eq6():
 def test_total_confidence_loss_beta_weighting_eq7():
   base = jnp.asarray([1.0, 2.0])
   refined = jnp.asarray([3.0, 5.0])
-  # beta (0.4 by default) on the base term: 0.4 * [1, 2] + [3, 5].
-  np.testing.assert_allclose(losses.total_confidence_loss(base, refined),
+  # beta = 0.4 on the base term: 0.4 * [1, 2] + [3, 5].
+  np.testing.assert_allclose(losses.total_confidence_loss(base, refined, BETA),
                              [3.4, 5.8], rtol=1e-6)
   np.testing.assert_allclose(
       losses.total_confidence_loss(base, refined, base_weight=0.1),
@@ -275,28 +289,25 @@ def test_lsgan_discriminator_loss_eq12_14():
 def test_generator_loss_weights_eq11():
   one, zero = jnp.ones((1,)), jnp.zeros((1,))
   # Each term alone: mu1 = 288 on L_align, mu2 = 18 on L_confi, 1 on L_adv.
-  np.testing.assert_allclose(losses.generator_loss(one, zero, zero), 288.0,
-                             rtol=1e-6)
-  np.testing.assert_allclose(losses.generator_loss(zero, one, zero), 18.0,
-                             rtol=1e-6)
-  np.testing.assert_allclose(losses.generator_loss(zero, zero, one), 1.0,
-                             rtol=1e-6)
+  paper = (MU1, MU2, 1.0)
+  np.testing.assert_allclose(losses.generator_loss(one, zero, zero, *paper),
+                             288.0, rtol=1e-6)
+  np.testing.assert_allclose(losses.generator_loss(zero, one, zero, *paper),
+                             18.0, rtol=1e-6)
+  np.testing.assert_allclose(losses.generator_loss(zero, zero, one, *paper),
+                             1.0, rtol=1e-6)
   align = jnp.asarray([1.0, 0.0])
   confidence = jnp.asarray([0.0, 2.0])
   adv = jnp.asarray([0.5, 0.5])
   # Batch mean: (288 * 1 + 0.5 + 18 * 2 + 0.5) / 2 = 162.5.
-  np.testing.assert_allclose(losses.generator_loss(align, confidence, adv),
-                             162.5, rtol=1e-6)
   np.testing.assert_allclose(
-      losses.generator_loss(align, confidence, adv, adversarial_weight=0.0),
+      losses.generator_loss(align, confidence, adv, *paper), 162.5, rtol=1e-6)
+  np.testing.assert_allclose(
+      losses.generator_loss(align, confidence, adv, MU1, MU2, 0.0),
       162.0, rtol=1e-6)
   np.testing.assert_allclose(
       losses.generator_loss(align, confidence, adv, 1.0, 2.0, 4.0),
       (1.0 * 1 + 4.0 * 0.5 + 2.0 * 2 + 4.0 * 0.5) / 2.0, rtol=1e-6)  # 4.5
-  assert losses.PAPER_WEIGHTS == {
-      'mask_weight': 0.188, 'base_weight': 0.4, 'base_confidence_weight': 0.4,
-      'align_weight': 288.0, 'confidence_weight': 18.0,
-      'adversarial_weight': 1.0}
 
 
 # --- alignment (Eq. 4-5) ------------------------------------------------------
@@ -323,22 +334,22 @@ def test_alignment_loss_is_lambda_mask_plus_flow_eq4():
   # Identity mappings: 4 + 4 of 20 cells disagree -> L_mask = 0.4; the
   # flows are 0 so L_flow = 0: L_a = 0.188 * 0.4.
   np.testing.assert_allclose(
-      losses.alignment_loss(_identity(), _identity(), ms, mt), [0.0752],
-      rtol=1e-6)
+      losses.alignment_loss(_identity(), _identity(), ms, mt, LAMBDA),
+      [0.0752], rtol=1e-6)
   np.testing.assert_allclose(
       losses.alignment_loss(_identity(), _identity(), ms, mt, 3.0), [1.2],
       rtol=1e-6)
   # The true shifts explain both masks and are exact inverses: 0.
   np.testing.assert_allclose(
-      losses.alignment_loss(_shifted(1.0), _shifted(-1.0), ms, mt), [0.0],
-      atol=1e-7)
+      losses.alignment_loss(_shifted(1.0), _shifted(-1.0), ms, mt, LAMBDA),
+      [0.0], atol=1e-7)
   # General mappings: the SFNet terms, lambda on the mask term only.
   noise = jax.random.normal(jax.random.key(0), (2, 1, H, W, 2)) * 0.4
   args = (_shifted(0.7) + noise[0], _shifted(-0.4, 0.3) + noise[1], ms, mt)
   l_mask = sfnet_losses.mask_consistency_loss(*args)
   l_flow = sfnet_losses.flow_consistency_loss(*args)
   assert float(l_mask[0]) > 0.01 and float(l_flow[0]) > 0.01
-  np.testing.assert_allclose(losses.alignment_loss(*args),
+  np.testing.assert_allclose(losses.alignment_loss(*args, LAMBDA),
                              0.188 * l_mask + l_flow, rtol=1e-6)
   np.testing.assert_allclose(losses.alignment_loss(*args, mask_weight=2.0),
                              2.0 * l_mask + l_flow, rtol=1e-6)
@@ -351,10 +362,86 @@ def test_total_alignment_loss_gamma_weights_the_base_flow_eq5():
   # gamma = 0.4 on the base flow: a wrong base costs 0.4 * 0.0752, a wrong
   # refined flow the full 0.0752.
   np.testing.assert_allclose(
-      losses.total_alignment_loss(wrong, right, ms, mt), [0.4 * 0.0752],
-      rtol=1e-6)
+      losses.total_alignment_loss(wrong, right, ms, mt, LAMBDA, GAMMA),
+      [0.4 * 0.0752], rtol=1e-6)
   np.testing.assert_allclose(
-      losses.total_alignment_loss(right, wrong, ms, mt), [0.0752], rtol=1e-6)
+      losses.total_alignment_loss(right, wrong, ms, mt, LAMBDA, GAMMA),
+      [0.0752], rtol=1e-6)
   np.testing.assert_allclose(
       losses.total_alignment_loss(wrong, wrong, ms, mt, mask_weight=1.0,
                                   base_weight=0.5), [1.5 * 0.4], rtol=1e-6)
+
+
+# --- the discriminator's inputs (Eq. 8-9) -------------------------------------
+
+IMAGE, GRID, B = 64, 4, 2
+
+
+@pytest.fixture(scope='module')
+def batch():
+  """Two synthetic pairs of configs/camnet.py:test (64x64, masks, dense GT)."""
+  config = config_files.load(f'{paths.CONFIGS / "camnet"}.py:test')
+  ds = pipeline.make_pair_dataset(config.data, 'train', batch_size=B, seed=0)
+  return jax.tree.map(jnp.asarray, next(ds.as_numpy_iterator()))
+
+
+def _grid_identity(b=B):
+  return jnp.broadcast_to(geometry.pixel_grid(GRID, GRID), (b, GRID, GRID, 2))
+
+
+def test_warp_to_reference_lifts_the_cell_mapping():
+  image = jax.random.uniform(jax.random.key(0), (1, IMAGE, IMAGE, 3))
+  ident = _grid_identity(1)
+  # The identity on the 4x4 grid is the identity on the pixels.
+  np.testing.assert_allclose(losses.warp_to_reference(image, ident), image,
+                             atol=1e-5)
+  # One cell right = 21 pixels right; beyond the border: 0.
+  warped = losses.warp_to_reference(image, ident + jnp.asarray([1.0, 0.0]))
+  np.testing.assert_allclose(warped[:, :, :IMAGE - 21], image[:, :, 21:],
+                             atol=1e-5)
+  np.testing.assert_array_equal(warped[:, :, IMAGE - 20:], 0.0)
+
+
+def test_discriminator_pairs_directions_and_masks(batch):
+  # mapping_ts the identity, mapping_st one cell (21 px) to the right.
+  ident = _grid_identity()
+  outputs = {'mapping_ts': ident, 'mapping_st': ident + jnp.asarray([1.0, 0.0])}
+  pairs = losses.discriminator_pairs(outputs, batch, 'warped_gt')
+  src, tgt = batch['source_image'], batch['target_image']
+  mask_s = batch['source_mask'][..., None]
+  mask_t = batch['target_mask'][..., None]
+  assert 0 < float(jnp.mean(mask_s)) < 1 and 0 < float(jnp.mean(mask_t)) < 1
+  # [t frame; s frame]: the source warped by mapping_ts beside the target,
+  # the target warped by mapping_st beside the source, every image inside
+  # the reference's foreground.
+  np.testing.assert_allclose(pairs['reference'][:B], tgt * mask_t)
+  np.testing.assert_allclose(pairs['reference'][B:], src * mask_s)
+  np.testing.assert_allclose(pairs['fake'][:B], src * mask_t, atol=1e-5)
+  shifted = jnp.zeros_like(tgt).at[:, :, :IMAGE - 21].set(tgt[:, :, 21:])
+  np.testing.assert_allclose(pairs['fake'][B:], shifted * mask_s, atol=1e-5)
+  # Real pairs: the source warped by the ground-truth mapping_ts, 0 where it
+  # is undefined (and the target by mapping_st).
+  for half, image, d, mask in ((slice(0, B), src, 'ts', mask_t),
+                               (slice(B, 2 * B), tgt, 'st', mask_s)):
+    valid = batch[f'valid_{d}'][..., None] > 0.5
+    gt = jnp.where(valid, batch[f'mapping_{d}'], 0.0)
+    want = jnp.where(valid, geometry.bilinear_sample(image, gt), 0.0) * mask
+    np.testing.assert_allclose(pairs['real'][half], want, atol=1e-6)
+  assert float(jnp.mean(jnp.abs(pairs['real'][:B] - pairs['fake'][:B]))) > 0
+  literal = losses.discriminator_pairs(outputs, batch, 'reference')
+  np.testing.assert_array_equal(literal['real'], literal['reference'])
+  with pytest.raises(ValueError, match='real_pair'):
+    losses.discriminator_pairs(outputs, batch, 'target')
+
+
+def test_adversarial_loss_reaches_the_mappings(batch):
+  # G is trained through D: the warp is differentiable in the mapping (any
+  # differentiable score of the fake pairs stands in for D here).
+  def adversarial(mapping_ts):
+    outputs = {'mapping_st': _grid_identity(), 'mapping_ts': mapping_ts}
+    pairs = losses.discriminator_pairs(outputs, batch, 'warped_gt')
+    scores = jnp.mean(pairs['fake'] * pairs['reference'], axis=-1)
+    return jnp.sum(losses.lsgan_generator_loss([scores[:B], scores[B:]]))
+
+  grad = jax.jit(jax.grad(adversarial))(_grid_identity() + 0.3)
+  assert float(jnp.sum(jnp.abs(grad))) > 0

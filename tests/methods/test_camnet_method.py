@@ -17,7 +17,7 @@ import pytest
 from semcorr_jax import config_files
 from semcorr_jax import geometry
 from semcorr_jax import methods
-from semcorr_jax import train
+from semcorr_jax import outputs
 from semcorr_jax.data import pipeline
 from semcorr_jax.errors import SemcorrError
 from semcorr_jax.losses import camnet as camnet_losses
@@ -115,43 +115,129 @@ def test_config_is_the_paper_setting():
 
 def test_state_holds_generator_and_discriminator(method, state):
   assert isinstance(state, camnet_method.GANTrainState)
-  assert set(state.params) == {'base', 'confidence', 'refinement'}
-  assert set(state.disc_params) == {'conv0', 'conv1', 'conv2', 'norm1',
-                                    'norm2', 'score'}
+  g, d = state.generator, state.discriminator
+  assert type(g) is type(d) is base.TrainState
+  assert set(g.params) == {'base', 'confidence', 'refinement'}
+  assert set(g.model_state) == {'batch_stats'}
+  assert set(d.params) == {'conv0', 'conv1', 'conv2', 'norm1', 'norm2',
+                           'score'}
+  assert d.model_state == {}  # instance norm: D has no state
   # D of the test config: width 4, 2 stride-2 layers, on (warped, reference).
-  assert state.disc_params['conv0']['kernel'].shape == (4, 4, 6, 4)
-  assert int(state.step) == 0
-  assert _counts(state.opt_state) and set(_counts(state.opt_state)) == {0}
-  assert _counts(state.disc_opt_state) and set(
-      _counts(state.disc_opt_state)) == {0}
-  assert state.disc_tx is method.disc_tx and state.tx is method.tx
+  assert d.params['conv0']['kernel'].shape == (4, 4, 6, 4)
+  assert int(state.step) == int(g.step) == int(d.step) == 0
+  assert _counts(g.opt_state) and set(_counts(g.opt_state)) == {0}
+  assert _counts(d.opt_state) and set(_counts(d.opt_state)) == {0}
+  assert d.tx is method.disc_tx and g.tx is method.tx
 
 
-def test_trainable_is_everything_but_the_backbone(method, state):
+def test_param_groups_put_the_base_backbone_apart(method, state):
   # The backbone also gets no gradient (stop_gradient in the base network);
-  # the mask keeps it frozen under weight decay or momentum as well.
-  flags = flax.traverse_util.flatten_dict(method.trainable(state.params))
-  assert any(k[:2] == ('base', 'backbone') for k in flags)
-  for key, flag in flags.items():
-    assert flag == (key[:2] != ('base', 'backbone')), key
+  # its frozen group keeps it fixed under weight decay or momentum as well.
+  labels = flax.traverse_util.flatten_dict(
+      method.param_groups(state.generator.params))
+  assert any(k[:2] == ('base', 'backbone') for k in labels)
+  for key, label in labels.items():
+    assert label == ('backbone' if key[:2] == ('base', 'backbone')
+                     else 'model'), key
+  assert method.config.optimizer.groups.backbone.frozen
+
+
+def test_declared_flows_split_the_predictions(method, state, batch):
+  assert [f.name for f in method.flows] == ['final', 'base']
+  out = jax.eval_shape(method.predict, method.inference_variables(state),
+                       batch['source_image'], batch['target_image'])
+  split = outputs.split(method.flows, out)
+  for name, prefix in (('final', ''), ('base', 'base_')):
+    assert set(split[name]) == {'mapping_st', 'mapping_ts', 'confidence_st',
+                                'confidence_ts'}, name
+    for key, value in split[name].items():
+      assert value is out[prefix + key]
+  # Without confidence (Table 3, 'refinement'), the flows have no extras.
+  plain = methods.get('camnet')(_config('test,refinement'), total_steps=1)
+  shapes = jax.eval_shape(plain.init_state, jax.random.key(0), batch)
+  out = jax.eval_shape(plain.predict, plain.inference_variables(shapes),
+                       batch['source_image'], batch['target_image'])
+  assert {k: set(v) for k, v in outputs.split(plain.flows, out).items()} == {
+      'final': {'mapping_st', 'mapping_ts'},
+      'base': {'mapping_st', 'mapping_ts'}}
+
+
+def test_batch_keys_are_what_the_synthetic_pipeline_yields(method, config):
+  spec = pipeline.batch_spec(config.data, B)
+  assert set(method.batch_keys) <= set(spec)
+  # The dense ground truth and masks CAMNet's losses read.
+  assert {'source_mask', 'mapping_st', 'valid_ts'} <= set(method.batch_keys)
+
+
+def test_state_variables_round_trip(method, state):
+  variables = method.state_variables(state)
+  assert set(variables) == {'params', 'batch_stats',
+                            camnet_method.DISCRIMINATOR}
+  assert set(variables[camnet_method.DISCRIMINATOR]) == {'params'}
+  doubled = jax.tree.map(lambda x: x * 2, variables)
+  new = method.with_state_variables(state, doubled)
+  assert type(new) is camnet_method.GANTrainState
+  assert _leaves_equal(method.state_variables(new), doubled)
+  # Optimiser states and steps are kept.
+  assert _leaves_equal(new.generator.opt_state, state.generator.opt_state)
+  assert _leaves_equal(new.discriminator.opt_state,
+                       state.discriminator.opt_state)
+  # Generator variables alone (e.g. from a GAN-off run) leave D as it was.
+  g_only = {k: v for k, v in doubled.items()
+            if k != camnet_method.DISCRIMINATOR}
+  new = method.with_state_variables(state, g_only)
+  assert _leaves_equal(new.generator.params, doubled['params'])
+  assert _leaves_equal(new.discriminator.params, state.discriminator.params)
+  # A random backbone: nothing to load, the same object comes back.
+  host = jax.device_get(variables)
+  assert method.load_pretrained(host) is host
+
+
+def test_disc_optimizer_follows_optimizer_overrides():
+  """`optimizer.lr` reaches D; `disc_optimizer.lr` changes D's alone."""
+  default = _config()
+  assert default.disc_optimizer.lr == default.optimizer.lr == 1e-3
+  assert default.disc_optimizer.b1 == 0.5
+  for overrides, g_lr, d_lr in (
+      ({'optimizer.lr': 0.1}, 0.1, 0.1),
+      ({'disc_optimizer.lr': 0.2}, 1e-3, 0.2),
+      ({'optimizer.lr': 0.1, 'disc_optimizer.lr': 0.2}, 0.1, 0.2),
+      ({'disc_optimizer.lr': 0.2, 'optimizer.lr': 0.1}, 0.1, 0.2)):
+    c = _config(**overrides)
+    assert (c.optimizer.lr, c.disc_optimizer.lr) == (g_lr, d_lr), overrides
+    # What the optimisers are built from (references resolved).
+    assert base.group_settings(c.disc_optimizer, 'discriminator').lr == d_lr
+    assert base.group_settings(c.optimizer, 'model').lr == g_lr
+  c = _config(**{'optimizer.decay_at': (0.5,), 'optimizer.decay_factor': 0.1})
+  assert (c.disc_optimizer.decay_at, c.disc_optimizer.decay_factor) == (
+      (0.5,), 0.1)
+  # The paper variant: D as G (Adam 3e-5, x0.2 at 75%), b1 0.5.
+  paper = _config('paper', **{'optimizer.lr': 1e-4})
+  assert paper.disc_optimizer.lr == 1e-4
+  assert paper.disc_optimizer.to_dict() == dict(
+      name='adam', lr=1e-4, b1=0.5, b2=0.999, decay_at=(0.75,),
+      decay_factor=0.2)
 
 
 def test_discriminator_step_changes_only_the_discriminator(state, after_g,
                                                            disc_step):
   _, _, pairs = after_g
   new, metrics = disc_step(state, pairs)
-  # The generator's half of the state is bit-identical.
-  assert int(new.step) == 0
+  # The generator's state is bit-identical.
+  assert int(new.step) == 0 and int(new.discriminator.step) == 1
   for field in ('params', 'model_state', 'opt_state'):
-    assert _leaves_equal(getattr(new, field), getattr(state, field)), field
+    assert _leaves_equal(getattr(new.generator, field),
+                         getattr(state.generator, field)), field
   # D moved: every kernel of every conv (biases in front of instance norm
   # have no gradient, up to float noise).
-  changed = _changed(state.disc_params, new.disc_params)
+  changed = _changed(state.discriminator.params, new.discriminator.params)
   for key, value in changed.items():
     if key[-1] == 'kernel':
       assert value, key
-  assert _counts(new.disc_opt_state) and set(
-      _counts(new.disc_opt_state)) == {1}
+  assert _counts(new.discriminator.opt_state) and set(
+      _counts(new.discriminator.opt_state)) == {1}
+  np.testing.assert_allclose(metrics['learning_rate/discriminator'], 0.1,
+                             rtol=1e-6)
   np.testing.assert_allclose(
       metrics['disc_loss'],
       metrics['disc_real_loss'] + metrics['disc_fake_loss'], rtol=1e-6)
@@ -161,16 +247,15 @@ def test_discriminator_step_changes_only_the_discriminator(state, after_g,
 
 def test_generator_step_changes_only_the_generator(state, after_g):
   new, metrics, pairs = after_g
-  assert int(new.step) == 1
-  assert _leaves_equal(new.disc_params, state.disc_params)
-  assert _leaves_equal(new.disc_opt_state, state.disc_opt_state)
-  assert set(_counts(new.opt_state)) == {1}
-  changed = _changed(state.params, new.params)
+  assert int(new.step) == 1 and int(new.discriminator.step) == 0
+  assert _leaves_equal(new.discriminator, state.discriminator)
+  assert set(_counts(new.generator.opt_state)) == {1}
+  changed = _changed(state.generator.params, new.generator.params)
   # The frozen backbone: bit-identical params and BatchNorm statistics.
   backbone = [v for k, v in changed.items() if k[:2] == ('base', 'backbone')]
   assert backbone and not any(backbone)
-  stats = _changed(state.model_state['batch_stats'],
-                   new.model_state['batch_stats'])
+  stats = _changed(state.generator.model_state['batch_stats'],
+                   new.generator.model_state['batch_stats'])
   assert not any(v for k, v in stats.items()
                  if k[:2] == ('base', 'backbone'))
   # Trainable parts moved: the adaptation layers, the confidence net, and
@@ -188,7 +273,8 @@ def test_generator_step_changes_only_the_generator(state, after_g):
       + 18.0 * metrics['confidence_loss'] + metrics['adv_loss'], rtol=1e-5)
   assert float(metrics['adv_loss']) > 0 and float(
       metrics['confidence_loss']) > 0
-  assert 'model_state' not in metrics
+  assert 'model_state' not in metrics and 'batch_stats' not in metrics
+  np.testing.assert_allclose(metrics['learning_rate/model'], 1e-3, rtol=1e-6)
   # D's inputs come back without gradient, both directions stacked.
   assert set(pairs) == {'fake', 'real', 'reference'}
   for value in pairs.values():
@@ -203,20 +289,34 @@ def test_train_step_is_one_g_step_then_disc_steps_d_steps(
   once, _ = disc_step(g_state, pairs)
   twice, d_metrics = disc_step(once, pairs)
   assert type(new) is camnet_method.GANTrainState
-  assert int(new.step) == 1
-  assert set(_counts(new.disc_opt_state)) == {2}
-  assert set(_counts(new.opt_state)) == {1}
+  assert int(new.step) == 1 and int(new.discriminator.step) == 2
+  assert set(_counts(new.discriminator.opt_state)) == {2}
+  assert set(_counts(new.generator.opt_state)) == {1}
   for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(twice)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
   # Two D updates, not one: the second moved D well beyond the tolerance.
   gap = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
-            for a, b in zip(jax.tree.leaves(new.disc_params),
-                            jax.tree.leaves(once.disc_params)))
+            for a, b in zip(jax.tree.leaves(new.discriminator.params),
+                            jax.tree.leaves(once.discriminator.params)))
   assert gap > 1e-3
   np.testing.assert_allclose(metrics['loss'], g_metrics['loss'], rtol=1e-5)
   np.testing.assert_allclose(metrics['disc_loss'], d_metrics['disc_loss'],
                              rtol=1e-5)
-  np.testing.assert_allclose(metrics['learning_rate'], 1e-3, rtol=1e-6)
+  np.testing.assert_allclose(metrics['learning_rate/model'], 1e-3, rtol=1e-6)
+  np.testing.assert_allclose(metrics['learning_rate/discriminator'], 0.1,
+                             rtol=1e-6)
+
+
+def test_step_parts_are_the_g_and_d_updates(method):
+  # benchmarks/throughput.py times each part; the train step test above
+  # checks that G once then D `disc_steps` times is the step.
+  parts = method.step_parts
+  assert [(name, repeats) for name, _, repeats in parts] == [
+      ('generator', 1), ('discriminator', 2)]
+  assert parts[0][1] == method.generator_step
+  assert parts[1][1] == method.discriminator_step
+  plain = methods.get('camnet')(_config('test,confidence'), total_steps=1)
+  assert plain.step_parts == ()
 
 
 def test_gan_disabled_is_the_plain_single_optimiser_step(batch):
@@ -228,7 +328,9 @@ def test_gan_disabled_is_the_plain_single_optimiser_step(batch):
                                 jax.random.key(1))
   assert type(new) is base.TrainState
   assert 'adv_loss' not in metrics and 'disc_loss' not in metrics
-  assert {'loss', 'align_loss', 'confidence_loss', 'grad_norm'} <= set(metrics)
+  assert {'loss', 'align_loss', 'confidence_loss', 'grad_norm',
+          'learning_rate/model'} <= set(metrics)
+  assert set(method.state_variables(state)) == {'params', 'batch_stats'}
   full = methods.get('camnet')(_config(), total_steps=10)
   assert type(jax.eval_shape(full.init_state, jax.random.key(0), batch)) is (
       camnet_method.GANTrainState)
@@ -241,7 +343,7 @@ def test_inference_variables_have_no_discriminator(method, state, batch):
                               batch['source_image'][:1],
                               batch['target_image'][:1])
   assert jax.tree.structure(variables) == jax.tree.structure(model_vars)
-  n_disc = sum(x.size for x in jax.tree.leaves(state.disc_params))
+  n_disc = sum(x.size for x in jax.tree.leaves(state.discriminator.params))
   n_vars = sum(x.size for x in jax.tree.leaves(variables))
   n_model = sum(x.size for x in jax.tree.leaves(model_vars))
   assert n_disc > 0 and n_vars == n_model
@@ -285,59 +387,14 @@ def _identity_outputs(b=B):
   return {'mapping_st': ident, 'mapping_ts': ident}
 
 
-def test_warp_to_reference_lifts_the_cell_mapping():
-  image = jax.random.uniform(jax.random.key(0), (1, IMAGE, IMAGE, 3))
-  ident = _identity_outputs(1)['mapping_ts']
-  # The identity on the 4x4 grid is the identity on the pixels.
-  np.testing.assert_allclose(camnet_method.warp_to_reference(image, ident),
-                             image, atol=1e-5)
-  # One cell right = 21 pixels right; beyond the border: 0.
-  warped = camnet_method.warp_to_reference(image, ident + jnp.asarray([1.0,
-                                                                       0.0]))
-  np.testing.assert_allclose(warped[:, :, :IMAGE - 21], image[:, :, 21:],
-                             atol=1e-5)
-  np.testing.assert_array_equal(warped[:, :, IMAGE - 20:], 0.0)
-
-
-def test_discriminator_pairs_directions_and_masks(method, batch):
-  # mapping_ts the identity, mapping_st one cell (21 px) to the right.
-  ident = _identity_outputs()['mapping_ts']
-  outputs = {'mapping_ts': ident, 'mapping_st': ident + jnp.asarray([1.0, 0.0])}
-  pairs = method.discriminator_pairs(outputs, batch)
-  src, tgt = batch['source_image'], batch['target_image']
-  mask_s = batch['source_mask'][..., None]
-  mask_t = batch['target_mask'][..., None]
-  assert 0 < float(jnp.mean(mask_s)) < 1 and 0 < float(jnp.mean(mask_t)) < 1
-  # [t frame; s frame]: the source warped by mapping_ts beside the target,
-  # the target warped by mapping_st beside the source, every image inside
-  # the reference's foreground.
-  np.testing.assert_allclose(pairs['reference'][:B], tgt * mask_t)
-  np.testing.assert_allclose(pairs['reference'][B:], src * mask_s)
-  np.testing.assert_allclose(pairs['fake'][:B], src * mask_t, atol=1e-5)
-  shifted = jnp.zeros_like(tgt).at[:, :, :IMAGE - 21].set(tgt[:, :, 21:])
-  np.testing.assert_allclose(pairs['fake'][B:], shifted * mask_s, atol=1e-5)
-  # Real pairs: the source warped by the ground-truth mapping_ts, 0 where it
-  # is undefined (and the target by mapping_st).
-  for half, image, d, mask in ((slice(0, B), src, 'ts', mask_t),
-                               (slice(B, 2 * B), tgt, 'st', mask_s)):
-    valid = batch[f'valid_{d}'][..., None] > 0.5
-    gt = jnp.where(valid, batch[f'mapping_{d}'], 0.0)
-    want = jnp.where(valid, geometry.bilinear_sample(image, gt), 0.0) * mask
-    np.testing.assert_allclose(pairs['real'][half], want, atol=1e-6)
-  assert float(jnp.mean(jnp.abs(pairs['real'][:B] - pairs['fake'][:B]))) > 0
-  literal = methods.get('camnet')(
-      _config(**{'gan.real_pair': 'reference'}), total_steps=1)
-  pairs = literal.discriminator_pairs(outputs, batch)
-  np.testing.assert_array_equal(pairs['real'], pairs['reference'])
-
-
 def test_adversarial_loss_reaches_the_mappings(method, state, batch):
   disc = method.build_discriminator()
 
   def adversarial(mapping_ts):
     outputs = dict(_identity_outputs(), mapping_ts=mapping_ts)
-    pairs = method.discriminator_pairs(outputs, batch)
-    scores = disc.apply({'params': state.disc_params}, pairs['fake'],
+    pairs = camnet_losses.discriminator_pairs(outputs, batch,
+                                              method.config.gan.real_pair)
+    scores = disc.apply(state.discriminator.variables(), pairs['fake'],
                         pairs['reference'])
     return jnp.sum(camnet_losses.lsgan_generator_loss([scores[:B],
                                                        scores[B:]]))
@@ -352,17 +409,8 @@ def test_adversarial_loss_reaches_the_mappings(method, state, batch):
     ({'gan.disc_steps': 0}, 'disc_steps'),
     ({'gan.real_pair': 'target'}, 'real_pair'),
     ({'loss.confidence_threshold': 0.0}, 'confidence_threshold'),
-    ({'data.source': 'pf_pascal'}, 'synthetic pairs'),
 ])
 def test_bad_settings_fail_with_one_clear_error(overrides, message):
   config = _config(**overrides)
   with pytest.raises(SemcorrError, match=message):
     methods.get('camnet')(config, total_steps=1)
-
-
-def test_bad_override_leaves_an_existing_run_config_untouched(tmp_path):
-  (tmp_path / 'config.json').write_text('{"kept": true}')
-  config = _config(**{'gan.disc_steps': 0})
-  with pytest.raises(SemcorrError, match='disc_steps'):
-    train.train_and_evaluate(config, str(tmp_path))
-  assert (tmp_path / 'config.json').read_text() == '{"kept": true}'

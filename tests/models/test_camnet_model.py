@@ -15,7 +15,6 @@ import pytest
 from semcorr_jax import config_files
 from semcorr_jax import geometry
 from semcorr_jax.data import pipeline
-from semcorr_jax.losses import sfnet as sfnet_losses
 from semcorr_jax.models import camnet
 from semcorr_jax.models import patchgan
 from helpers import paths
@@ -64,33 +63,11 @@ def test_fusing_mappings_equals_fusing_flows():
       camnet.fuse_flows(grid + flow_b, grid + flow_u, conf),
       grid + camnet.fuse_flows(flow_b, flow_u, conf), rtol=1e-5, atol=1e-5)
   # Likewise in normalised units (an affine change of units).
-  norm = lambda m: sfnet_losses.normalized_flow(m, (3, 5))
+  norm = lambda m: geometry.normalized_flow(m, (3, 5))
   np.testing.assert_allclose(
       norm(camnet.fuse_flows(grid + flow_b, grid + flow_u, conf)),
       camnet.fuse_flows(norm(grid + flow_b), norm(grid + flow_u), conf),
       rtol=1e-5, atol=1e-5)
-
-
-def test_normalized_to_mapping_inverts_normalized_flow():
-  # Mapping from a 3x5 grid into a 4x7 grid (different sizes per axis).
-  m = jax.random.uniform(jax.random.key(1), (2, 3, 5, 2)) * jnp.asarray(
-      [6.0, 3.0])
-  flow = sfnet_losses.normalized_flow(m, (4, 7))
-  np.testing.assert_allclose(camnet.normalized_to_mapping(flow, (4, 7)), m,
-                             rtol=1e-5, atol=1e-5)
-  # Zero flow is the align-corners "same place": cell (j, i) of 3x5 ->
-  # (6 j / 4, 3 i / 2) in 4x7 cells; on equal grids, the identity.
-  zero = jnp.zeros((1, 3, 5, 2))
-  got = camnet.normalized_to_mapping(zero, (4, 7))
-  np.testing.assert_allclose(got[0, 2, 4], [6.0, 3.0], rtol=1e-6)
-  np.testing.assert_allclose(got[0, 1, 2], [3.0, 1.5], rtol=1e-6)
-  np.testing.assert_allclose(camnet.normalized_to_mapping(zero, (3, 5))[0],
-                             geometry.pixel_grid(3, 5), atol=1e-6)
-  # One normalised unit in x is (w_b - 1) / 2 cells: 3 cells of 7.
-  one = zero.at[..., 0].set(1.0)
-  np.testing.assert_allclose(
-      camnet.normalized_to_mapping(one, (4, 7)) - got,
-      np.broadcast_to([3.0, 0.0], got.shape), rtol=1e-6)
 
 
 # --- the CAMNet module --------------------------------------------------------
@@ -330,6 +307,18 @@ def test_confidence_does_not_backpropagate_into_the_flow_it_judges(
 # --- PatchGAN discriminator ---------------------------------------------------
 
 
+def _disc(width=64, num_layers=3, sigmoid_output=True):
+  """pix2pix's defaults (ndf 64, 3 layers), as configs/camnet.py:paper."""
+  return patchgan.PatchDiscriminator(width=width, num_layers=num_layers,
+                                     sigmoid_output=sigmoid_output,
+                                     dtype=jnp.float32)
+
+
+def test_paper_config_discriminator_is_pix2pix(load_config):
+  gan = load_config('camnet', 'paper').gan
+  assert (gan.width, gan.num_layers, gan.sigmoid_output) == (64, 3, True)
+
+
 def _pix2pix_size(size, num_layers):
   """4x4 convs with padding 1: out = (in + 2 - 4) // stride + 1."""
   for stride in [2] * num_layers + [1, 1]:
@@ -342,7 +331,7 @@ def test_patch_discriminator_output_size(num_layers, want):
   # num_layers=3: 64 -> 32 -> 16 -> 8 (stride 2) -> 7 -> 6 (stride 1);
   # num_layers=2: 64 -> 32 -> 16 -> 15 -> 14.
   assert _pix2pix_size(IMAGE, num_layers) == want
-  disc = patchgan.PatchDiscriminator(width=4, num_layers=num_layers)
+  disc = _disc(width=4, num_layers=num_layers)
   image = jnp.zeros((3, IMAGE, IMAGE, 3))
   shapes = jax.eval_shape(disc.init, jax.random.key(0), image, image)
   out = jax.eval_shape(disc.apply, shapes, image, image)
@@ -352,7 +341,7 @@ def test_patch_discriminator_output_size(num_layers, want):
 def test_patch_discriminator_is_pix2pix_n_layer():
   # pix2pix NLayerDiscriminator(input_nc=6, ndf=64, n_layers=3): widths 64,
   # 128, 256 (stride 2), 512 (stride 1), 1; 70x70 receptive field.
-  disc = patchgan.PatchDiscriminator()
+  disc = _disc()
   image = jnp.zeros((1, 256, 256, 3))
   shapes = jax.eval_shape(disc.init, jax.random.key(0), image, image)
   kernels = {k: v['kernel'].shape for k, v in shapes['params'].items()
@@ -373,9 +362,8 @@ def test_patch_discriminator_sigmoid_output():
   k1, k2 = jax.random.split(jax.random.key(3))
   warped = jax.random.uniform(k1, (2, IMAGE, IMAGE, 3))
   reference = jax.random.uniform(k2, (2, IMAGE, IMAGE, 3))
-  disc = patchgan.PatchDiscriminator(width=4, num_layers=2)
-  linear = patchgan.PatchDiscriminator(width=4, num_layers=2,
-                                       sigmoid_output=False)
+  disc = _disc(width=4, num_layers=2)
+  linear = _disc(width=4, num_layers=2, sigmoid_output=False)
   variables = jax.jit(disc.init)(jax.random.key(0), warped, reference)
   scores = jax.jit(disc.apply)(variables, warped, reference)
   raw = jax.jit(linear.apply)(variables, warped, reference)

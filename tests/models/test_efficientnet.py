@@ -7,21 +7,23 @@ else runs on shapes or small random weights.
 
 import math
 import os
+import subprocess
 import sys
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
+from PIL import Image
 import pytest
+import skimage.data
 
 from semcorr_jax import config_files
 from semcorr_jax import methods
 from semcorr_jax.errors import SemcorrError
 from semcorr_jax.models import backbones
 from semcorr_jax.models import efficientnet
-from semcorr_jax.models import sfnet
 from semcorr_jax.weights import efficientnet_lite
+from semcorr_jax.weights import save_npz
 from helpers import paths
 
 REPO = str(paths.REPO)
@@ -29,6 +31,7 @@ SFNET_CONFIG = os.path.join(REPO, 'configs', 'sfnet.py')
 CHANNELS = {'stem': 32, 'stage1': 16, 'stage2': 24, 'stage3': 40,
             'stage4': 80, 'stage5': 112, 'stage6': 192, 'stage7': 320,
             'head': 1280}
+REPEATS = (1, 2, 2, 3, 3, 4, 1)  # Blocks of stage1..stage7.
 STRIDES = {'stem': 2, 'stage1': 2, 'stage2': 4, 'stage3': 8, 'stage4': 16,
            'stage5': 16, 'stage6': 32, 'stage7': 32, 'head': 32}
 # ImageNet classes: 281-285 cats; 967 espresso, 968 cup, 504 coffee mug.
@@ -67,14 +70,21 @@ def test_every_feature_has_its_stride_and_channels(hw):
   x = jnp.zeros((2, h, w, 3))
   out = jax.eval_shape(lambda: model.init_with_output(
       jax.random.key(0), x)[0])
-  assert set(out) == set(CHANNELS) | {'logits'}
+  blocks = {f'stage{i}_block{j}' for i, n in enumerate(REPEATS, 1)
+            for j in range(n)}
+  assert len(blocks) == efficientnet.NUM_BLOCKS == 16
+  assert set(out) == set(CHANNELS) | blocks | {'logits'}
   assert out['logits'].shape == (2, 1000)
-  for name, c in CHANNELS.items():
-    s = STRIDES[name]
+  strides, channels = efficientnet.FEATURE_STRIDES, efficientnet.FEATURE_CHANNELS
+  assert set(strides) == set(channels) == set(CHANNELS) | blocks
+  for name, c in channels.items():
+    s = strides[name]
     # TF 'SAME': every stride-2 layer rounds up.
     assert out[name].shape == (2, math.ceil(h / s), math.ceil(w / s), c), name
-  assert efficientnet.FEATURE_STRIDES == STRIDES
-  assert efficientnet.FEATURE_CHANNELS == CHANNELS
+  assert {n: strides[n] for n in STRIDES} == STRIDES
+  assert {n: channels[n] for n in CHANNELS} == CHANNELS
+  # The first block of a stage downsamples; the last one is the stage.
+  assert (strides['stage4_block0'], channels['stage4_block0']) == (16, 80)
 
 
 def test_last_stage_builds_only_what_it_needs():
@@ -166,10 +176,9 @@ def test_converter_is_strict():
 
 
 def test_load_into_a_partial_backbone_from_a_file(tmp_path):
-  from semcorr_jax import weights  # pylint: disable=g-import-not-at-top
   sd, variables = _random_state_dict(seed=1)
   path = str(tmp_path / 'lite0.npz')
-  weights.save_npz(sd, path)
+  save_npz(sd, path)
   part = _template(last_stage='stage5')
   template = {c: {'backbone': part[c]} for c in part}
   loaded = efficientnet_lite.load_lite0_variables(template, path,
@@ -178,7 +187,7 @@ def test_load_into_a_partial_backbone_from_a_file(tmp_path):
     for name, tree in loaded[c]['backbone'].items():
       jax.tree.map(np.testing.assert_array_equal, tree, variables[c][name])
   # Layers the template does not build may go unused; nothing else.
-  weights.save_npz(dict(sd, extra=np.zeros(1)), path)
+  save_npz(dict(sd, extra=np.zeros(1)), path)
   with pytest.raises(SemcorrError, match=r'lite0\.npz: .*1 unexpected'):
     efficientnet_lite.load_lite0_variables(template, path,
                                            subtree=('backbone',))
@@ -197,8 +206,6 @@ def test_package_is_located_not_imported(monkeypatch):
 
 
 def test_imagenet_classification_of_real_photos():
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-  import skimage.data  # pylint: disable=g-import-not-at-top
   path = _packaged_path()
   variables = efficientnet_lite.convert_lite0(
       efficientnet_lite.read_lite0_state_dict(path))
@@ -218,18 +225,9 @@ def test_imagenet_classification_of_real_photos():
 
 # --- backbone selection ---------------------------------------------------
 def _lite0_config(weights=None, features=('stage3', 'stage5')):
-  c = ml_collections.ConfigDict()
-  c.method = 'sfnet'
-  c.model = sfnet.default_model_config()
-  c.backbone = backbones.default_backbone_config()
-  c.backbone.name = 'efficientnet_lite0'
-  c.backbone.features = features
-  c.backbone.weights = weights
-  c.loss = ml_collections.ConfigDict(
-      dict(mask_weight=3.0, flow_weight=16.0, smooth_weight=0.5))
-  c.optimizer = ml_collections.ConfigDict(
-      dict(name='adam', lr=1e-3, decay_at=(0.75,), decay_factor=0.2))
-  return c
+  return config_files.load(SFNET_CONFIG + ':test', {
+      'backbone.name': 'efficientnet_lite0', 'backbone.features': features,
+      'backbone.weights': weights})
 
 
 @pytest.mark.parametrize('features,grid,channels', [
@@ -261,12 +259,20 @@ def test_sfnet_on_lite0_taps(features, grid, channels):
 def test_backbone_spec_is_validated():
   with pytest.raises(SemcorrError, match='backbone.name'):
     backbones.BackboneSpec(name='vgg')
-  with pytest.raises(SemcorrError, match='not a feature of efficientnet_lite0'):
+  with pytest.raises(SemcorrError,
+                     match='are not features of efficientnet_lite0'):
     backbones.BackboneSpec(name='efficientnet_lite0',
                            features=('layer3', 'layer4'))
+  # Any order is a valid spec; SFNet reads two taps, the finer first.
+  spec = backbones.BackboneSpec(name='efficientnet_lite0',
+                                features=('stage7', 'stage3'))
   with pytest.raises(SemcorrError, match='finer feature comes first'):
-    backbones.BackboneSpec(name='efficientnet_lite0',
-                           features=('stage7', 'stage3'))
+    spec.check_levels(2, 'SFNet')
+  with pytest.raises(SemcorrError, match='finer feature comes first'):
+    methods.get('sfnet')(_lite0_config(features=('stage7', 'stage3')), 1)
+  with pytest.raises(SemcorrError, match='SFNet reads 2 features'):
+    methods.get('sfnet')(
+        _lite0_config(features=('stage2', 'stage3', 'stage5')), 1)
 
 
 def test_load_pretrained_lite0_weights_none_and_packaged():
@@ -314,7 +320,6 @@ def test_quick_config_falls_back_to_resnet_without_the_package(
 
 def test_backbone_fields_can_be_set_from_the_command_line():
   # As semcorr-train parses them (config_flags): None fields are placeholders.
-  import subprocess  # pylint: disable=g-import-not-at-top
   script = (
       'from absl import app\n'
       'from ml_collections import config_flags\n'

@@ -86,13 +86,17 @@ def test_feature_layout():
   out = APPLY(_tiny_variables(MODEL), _inputs())
   channels = resnet.feature_channels(TINY['stage_sizes'], TINY['width'])
   expected = {'stem', 'layer1', 'layer2', 'layer3', 'layer4', 'logits'}
-  expected |= {f'hyper_{k}' for k in range(1, 6)}
+  expected |= {f'hyper_{k}' for k in range(6)}
   assert set(out) == expected
+  strides = resnet.feature_strides(TINY['stage_sizes'])
+  assert set(strides) == set(channels) == expected - {'logits'}
   batch, height, width, _ = X_SHAPE
-  for name, stride in resnet.FEATURE_STRIDES.items():
+  for name, stride in strides.items():
     assert out[name].shape == (batch, height // stride, width // stride,
-                               channels[name])
+                               channels[name]), name
     assert out[name].dtype == jnp.float32
+  # Hyperpixel 0 is the stem (after the max-pool).
+  np.testing.assert_array_equal(out['hyper_0'], out['stem'])
   assert out['logits'].shape == (batch, 5)
   # hyper_k is the block output before its ReLU; stage outputs are after it.
   np.testing.assert_array_equal(out['layer2'], jax.nn.relu(out['hyper_3']))
@@ -112,12 +116,16 @@ def test_hyperpixel_ids_follow_hpf_numbering():
   assert resnet.required_last_stage([0]) == 'layer1'
   assert resnet.required_last_stage([31]) == 'layer4'
   channels = resnet.feature_channels()
-  assert [channels[f'hyper_{k}'] for k in (3, 7, 30, 33)] == [256, 512, 1024,
-                                                              2048]
+  assert [channels[f'hyper_{k}'] for k in (0, 3, 7, 30, 33)] == [
+      64, 256, 512, 1024, 2048]
+  strides = resnet.feature_strides()
+  assert [strides[f'hyper_{k}'] for k in (0, 3, 4, 7, 8, 30, 31, 33)] == [
+      4, 4, 8, 8, 16, 16, 32, 32]
+  assert 'hyper_34' not in strides
   model = resnet.ResNet(stage_sizes=(1, 2, 1, 1), width=8, last_stage='layer2')
   out = jax.eval_shape(model.apply, _shapes(model), _inputs())
-  assert set(out) == {'stem', 'layer1', 'layer2', 'hyper_1', 'hyper_2',
-                      'hyper_3'}
+  assert set(out) == {'stem', 'layer1', 'layer2', 'hyper_0', 'hyper_1',
+                      'hyper_2', 'hyper_3'}
 
 
 def test_normalize_imagenet():
@@ -180,7 +188,10 @@ def _np_max_pool(x):  # 3x3, stride 2, padding 1 (padded with -inf).
 
 
 def _np_resnet(sd, stage_sizes, x):
-  """Torchvision ResNet forward; returns NHWC {stem, hyper_k, layerN}."""
+  """Torchvision ResNet forward; returns NHWC {stem, hyper_k, layerN}.
+
+  hyper_0 is the stem; hyper_k (k >= 1) the k-th bottleneck before its ReLU.
+  """
   def bn(name, y):
     c = (slice(None), None, None)
     scale = sd[f'{name}.weight'] / np.sqrt(sd[f'{name}.running_var'] + 1e-5)
@@ -190,7 +201,7 @@ def _np_resnet(sd, stage_sizes, x):
   relu = lambda y: np.maximum(y, 0)
   feats = {}
   y = relu(bn('bn1', _np_conv(x, sd['conv1.weight'], 2, 3)))
-  y = feats['stem'] = _np_max_pool(y)
+  y = feats['stem'] = feats['hyper_0'] = _np_max_pool(y)
   k = 0
   for i, size in enumerate(stage_sizes):
     for j in range(size):

@@ -1,7 +1,7 @@
 """Tests for the SFNet model (models/sfnet.py) and the `sfnet` method.
 
-Tiny network: backbone stage sizes (1, 1, 1, 1), width 8, 64x64 images ->
-4x4 feature grid (layer3 128 channels, layer4 256).
+configs/sfnet.py:test: backbone stage sizes (1, 1, 1, 1), width 8, 64x64
+images -> 4x4 feature grid (layer3 128 channels, layer4 256).
 """
 
 import flax
@@ -11,10 +11,15 @@ import ml_collections
 import numpy as np
 import pytest
 
+from semcorr_jax import config_files
 from semcorr_jax import geometry
 from semcorr_jax import methods
+from semcorr_jax import outputs
+from semcorr_jax import weights
+from semcorr_jax.data import pipeline
 from semcorr_jax.models import backbones
 from semcorr_jax.models import sfnet
+from helpers import paths
 
 IMAGE = 64
 GRID = 4
@@ -29,18 +34,9 @@ def _fast_compiles():
   jax.config.update('jax_disable_most_optimizations', old)
 
 
-def _config():
-  c = ml_collections.ConfigDict()
-  c.method = 'sfnet'
-  c.model = sfnet.default_model_config()
-  c.backbone = backbones.default_backbone_config()
-  c.backbone.stage_sizes = (1, 1, 1, 1)
-  c.backbone.width = 8
-  c.loss = ml_collections.ConfigDict(
-      dict(mask_weight=3.0, flow_weight=16.0, smooth_weight=0.5))
-  c.optimizer = ml_collections.ConfigDict(
-      dict(name='adam', lr=1e-2, decay_at=(0.75,), decay_factor=0.2))
-  return c
+def _config(variant='test', **overrides):
+  return config_files.load(f'{paths.CONFIGS / "sfnet"}.py:{variant}',
+                           {'optimizer.lr': 1e-2, **overrides})
 
 
 def _batch(b=2, seed=0):
@@ -72,9 +68,9 @@ def apply_fn(method):
   return jax.jit(method.model.apply, static_argnames=('train', 'mutable'))
 
 
-def test_default_config_is_the_paper_setting():
-  c = sfnet.default_model_config()
-  m = sfnet.SFNet.from_config(c, backbones.default_backbone_config())
+def test_paper_config_is_the_paper_setting():
+  c = _config('paper')
+  m = sfnet.SFNet.from_config(c.model, backbones.backbone_config(c))
   spec = m.backbone_spec
   assert (spec.name, spec.depth, spec.features) == ('resnet', 101,
                                                     ('layer3', 'layer4'))
@@ -190,8 +186,12 @@ def test_train_step_updates_adaptation_only(method, state):
   new, metrics = step(state, batch, jax.random.key(1))
   assert int(new.step) == 1
   for key in ('loss', 'mask_loss', 'flow_loss', 'smooth_loss', 'mean_flow',
-              'grad_norm', 'learning_rate'):
+              'grad_norm'):
     assert np.isfinite(float(metrics[key])), key
+  # One learning rate per trainable group: the backbone is frozen.
+  assert metrics['learning_rate/model'] == pytest.approx(1e-2)
+  assert not any(k.startswith('learning_rate') and k != 'learning_rate/model'
+                 for k in metrics)
   np.testing.assert_allclose(
       metrics['loss'], 3 * metrics['mask_loss'] + 16 * metrics['flow_loss']
       + 0.5 * metrics['smooth_loss'], rtol=1e-5)
@@ -210,12 +210,29 @@ def test_train_step_updates_adaptation_only(method, state):
   assert 'model_state' not in metrics
 
 
-def test_trainable_excludes_backbone(method, variables):
-  flags = flax.traverse_util.flatten_dict(
-      method.trainable(variables['params']))
-  assert any(flags.values())
-  for key, flag in flags.items():
-    assert flag == (key[0] != 'backbone'), key
+def test_param_groups_put_the_backbone_apart(method, variables):
+  labels = flax.traverse_util.flatten_dict(
+      method.param_groups(variables['params']))
+  assert set(labels.values()) == {'backbone', 'model'}
+  for key, label in labels.items():
+    assert label == ('backbone' if key[0] == 'backbone' else 'model'), key
+  # The config freezes the backbone group (the train step test shows it).
+  assert method.config.optimizer.groups.backbone.frozen
+
+
+def test_declarations(method, variables):
+  # The batch keys are what the synthetic pipeline yields.
+  spec = pipeline.batch_spec(method.config.data, 2)
+  assert set(method.batch_keys) <= set(spec)
+  assert set(method.batch_keys) >= {'source_mask', 'target_mask'}
+  assert [f.name for f in method.flows] == ['final']
+  batch = _batch(b=1)
+  out = jax.eval_shape(method.predict, variables, batch['source_image'],
+                       batch['target_image'])
+  split = outputs.split(method.flows, out)
+  assert set(split) == {'final'}
+  assert set(split['final']) == {'mapping_st', 'mapping_ts'}
+  assert split['final']['mapping_st'].shape == (1, IMAGE, IMAGE, 2)
 
 
 def test_predict_lifts_mappings_to_image_resolution(method, variables):
@@ -235,9 +252,9 @@ def test_predict_lifts_mappings_to_image_resolution(method, variables):
 
 
 def test_bfloat16_compute_keeps_float32_matching(variables):
-  model = sfnet.SFNet(
-      backbone_spec=backbones.BackboneSpec(stage_sizes=(1, 1, 1, 1), width=8),
-      dtype='bfloat16')
+  c = _config(**{'model.dtype': 'bfloat16'})
+  model = sfnet.SFNet.from_config(c.model, backbones.backbone_config(c))
+  assert model.dtype == 'bfloat16'
   batch = _batch(b=1)
   out = jax.eval_shape(model.apply, variables, batch['source_image'],
                        batch['target_image'])
@@ -246,7 +263,6 @@ def test_bfloat16_compute_keeps_float32_matching(variables):
 
 
 def test_load_pretrained_fills_the_backbone_only(method, variables, tmp_path):
-  from semcorr_jax import weights  # pylint: disable=g-import-not-at-top
   assert method.load_pretrained(variables) is variables  # None: no-op.
   # A "checkpoint": a perturbed copy of the backbone.
   other = jax.tree.map(lambda x: np.asarray(x) * 0.5 + 0.25,

@@ -1,8 +1,8 @@
 """Trainer-level tests of the `camnet` method: data parallelism and resume.
 
-The GAN state (G and D parameters, both optimiser states) goes through the
-generic trainer (semcorr_jax/train.py) as one pytree; these tests follow the
-SFNet ones in tests/test_train.py.
+The GAN state (the generator's and the discriminator's train states) goes
+through the generic trainer (semcorr_jax/train.py) as one pytree; these tests
+follow the SFNet ones in tests/training/test_train.py.
 """
 
 import os
@@ -12,6 +12,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from semcorr_jax import checkpointing
 from semcorr_jax import config_files
@@ -19,14 +20,22 @@ from semcorr_jax import methods
 from semcorr_jax import parallel
 from semcorr_jax import train
 from semcorr_jax.data import pipeline
+from semcorr_jax.errors import SemcorrError
 from semcorr_jax.methods import camnet as camnet_method
 
 from helpers import kill_resume
 from helpers import paths
 
 REPO = str(paths.REPO)
-STATE_FIELDS = ('params', 'model_state', 'opt_state', 'disc_params',
-                'disc_opt_state')
+# (state, field) pairs of the GAN state that must match.
+STATE_FIELDS = tuple((part, field)
+                     for part in ('generator', 'discriminator')
+                     for field in ('params', 'model_state', 'opt_state'))
+
+
+def _field(state, part_field):
+  part, field = part_field
+  return getattr(getattr(state, part), field)
 
 
 def _config(**overrides):
@@ -51,7 +60,10 @@ def _one_step(config, devices, batch, state=None):
   if state is None:
     state, _ = train.create_state(method, config, mesh, jax.random.key(0))
   else:  # the same initial state, replicated over this mesh
-    state = jax.device_put(state.replace(tx=method.tx, disc_tx=method.disc_tx),
+    # This method instance's optimisers (static fields of the state).
+    state = jax.device_put(state.replace(
+        generator=state.generator.replace(tx=method.tx),
+        discriminator=state.discriminator.replace(tx=method.disc_tx)),
                            replicated)
   step = jax.jit(method.train_step,
                  in_shardings=(replicated, parallel.data_sharded(mesh),
@@ -89,17 +101,18 @@ def test_gan_step_on_8_devices_matches_1_device():
     np.testing.assert_allclose(metrics8[key], metrics1[key], rtol=1e-4,
                                err_msg=key)
   for field in STATE_FIELDS:
-    for a, b in zip(jax.tree.leaves(getattr(state8, field)),
-                    jax.tree.leaves(getattr(state1, field))):
-      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=field)
+    for a, b in zip(jax.tree.leaves(_field(state8, field)),
+                    jax.tree.leaves(_field(state1, field))):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6,
+                                 err_msg=str(field))
   # Both G and D really moved (equal but unchanged would be vacuous).
-  for field in ('params', 'disc_params'):
+  for part in ('generator', 'discriminator'):
     moved = [not np.allclose(a, b) for a, b in zip(
-        jax.tree.leaves(getattr(state8, field)),
-        jax.tree.leaves(getattr(init8, field)))]
-    assert any(moved), field
+        jax.tree.leaves(getattr(state8, part).params),
+        jax.tree.leaves(getattr(init8, part).params))]
+    assert any(moved), part
   assert int(state8.step) == int(state1.step) == 1
-  assert _counts(state8.disc_opt_state) == {1}
+  assert _counts(state8.discriminator.opt_state) == {1}
 
 
 # --- kill and resume ----------------------------------------------------------
@@ -110,20 +123,20 @@ def _train_cmd(workdir, steps):
           f'--config={REPO}/configs/camnet.py:test', f'--workdir={workdir}',
           f'--config.num_train_steps={steps}', '--config.batch_size=4',
           '--config.checkpoint_every=2', '--config.log_every=2',
-          '--config.eval.untrained=False']
+          '--config.evals.synthetic.untrained_baseline=False']
 
 
 def _final_state(workdir):
   """The whole latest train state (G, D, both optimisers) of a workdir."""
   config = checkpointing.load_config(str(workdir))
   method = methods.get(config.method)(config, total_steps=1)
-  batch = jax.tree.map(jnp.asarray, checkpointing.dummy_batch(config))
+  batch = jax.tree.map(jnp.asarray, pipeline.dummy_batch(config.data))
   abstract = jax.eval_shape(method.init_state, jax.random.key(0), batch)
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   abstract = jax.tree.map(
       lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device),
       abstract)
-  ckpt = checkpointing.Checkpointer(str(workdir))
+  ckpt = checkpointing.Checkpointer(str(workdir), read_only=True)
   try:
     step = ckpt.latest_step()
     state, meta = ckpt.restore(step, abstract)
@@ -133,6 +146,7 @@ def _final_state(workdir):
   return step, jax.device_get(state)
 
 
+@pytest.mark.slow  # three training subprocesses
 def test_killed_gan_run_resumes_and_ends_like_an_uninterrupted_run(tmp_path):
   # The three runs compile the same programs: a persistent compilation cache
   # lets the second and third reuse the first one's executables.
@@ -155,12 +169,27 @@ def test_killed_gan_run_resumes_and_ends_like_an_uninterrupted_run(tmp_path):
   assert isinstance(state_a, camnet_method.GANTrainState)
   assert int(state_a.step) == int(state_b.step) == steps
   # One G and one D update per step, both counted in the restored states.
-  assert _counts(state_a.opt_state) == _counts(state_b.opt_state) == {steps}
-  assert _counts(state_a.disc_opt_state) == _counts(
-      state_b.disc_opt_state) == {steps}
+  for part in ('generator', 'discriminator'):
+    assert int(getattr(state_a, part).step) == steps, part
+    assert _counts(getattr(state_a, part).opt_state) == _counts(
+        getattr(state_b, part).opt_state) == {steps}, part
   for field in STATE_FIELDS:
-    leaves_a = jax.tree.leaves(getattr(state_a, field))
-    leaves_b = jax.tree.leaves(getattr(state_b, field))
-    assert leaves_a and len(leaves_a) == len(leaves_b), field
+    leaves_a = jax.tree.leaves(_field(state_a, field))
+    leaves_b = jax.tree.leaves(_field(state_b, field))
+    # D has no model state (instance norm).
+    assert len(leaves_a) == len(leaves_b), field
+    assert leaves_a or field == ('discriminator', 'model_state'), field
     for a, b in zip(leaves_a, leaves_b):
-      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7, err_msg=field)
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7,
+                                 err_msg=str(field))
+
+
+# --- config checks -------------------------------------------------------------
+
+
+def test_bad_override_leaves_an_existing_run_config_untouched(tmp_path):
+  (tmp_path / 'config.json').write_text('{"kept": true}')
+  config = _config(**{'gan.disc_steps': 0})
+  with pytest.raises(SemcorrError, match='disc_steps'):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert (tmp_path / 'config.json').read_text() == '{"kept": true}'

@@ -86,6 +86,7 @@ def test_batch_size_must_divide_devices():
     parallel.check_batch_size(6, parallel.make_mesh())
 
 
+@pytest.mark.slow  # a full tiny run with evaluations, twice
 def test_train_and_evaluate_writes_everything(tmp_path):
   config = _config()
   results = train.train_and_evaluate(config, str(tmp_path))
@@ -140,6 +141,7 @@ def _final_params(workdir):
   return step, variables['params']
 
 
+@pytest.mark.slow  # three training subprocesses
 def test_killed_run_resumes_and_ends_like_an_uninterrupted_run(tmp_path):
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2')
   steps = 24

@@ -1,4 +1,4 @@
-"""Tests for semcorr_jax/weights/sfnet_release.py.
+"""Tests for semcorr_jax/weights/sfnet_release.py and cli/import_sfnet.py.
 
 The official key names and shapes come from tests/fixtures/sfnet_release_
 keys.json (written by tests/fixtures/make_sfnet_release_keys.py from the
@@ -8,16 +8,20 @@ ResNet (width 4: layer3 64 channels, layer4 128), with the JSON's shapes
 scaled down.
 """
 
+import ast
+import importlib
 import json
 import pathlib
+import tomllib
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from semcorr_jax import checkpointing
 from semcorr_jax import config_files
+from semcorr_jax import workdirs
+from semcorr_jax.cli import import_sfnet
 from semcorr_jax.errors import SemcorrError
 from semcorr_jax.models import backbones
 from semcorr_jax.models import sfnet
@@ -160,10 +164,11 @@ def test_workdir_is_evaluable(tiny, tmp_path, capsys):
   path = tmp_path / 'best_checkpoint.pt'
   save_torch_file(release, path)
   config = _config('test', TINY)
-  workdir = sfnet_release.import_to_workdir(path, config, tmp_path / 'run')
+  workdir = import_sfnet.import_to_workdir(path, config, tmp_path / 'run')
   assert 'backbone.weights is not set' in capsys.readouterr().err
-  config2, method, variables, step = checkpointing.restore_for_inference(
-      workdir)
+  restored = workdirs.restore(workdir)
+  config2, method, variables, step = (restored.config, restored.method,
+                                      restored.variables, restored.step)
   assert step == 0 and config2.backbone.width == 4
   np.testing.assert_array_equal(
       variables['params']['adapt_layer3']['conv1']['kernel'],
@@ -175,4 +180,35 @@ def test_workdir_is_evaluable(tiny, tmp_path, capsys):
   out = jax.jit(method.predict)(variables, x, x)
   assert out['mapping_st'].shape == (1, 64, 64, 2)
   with pytest.raises(SemcorrError, match='already has checkpoints'):
-    sfnet_release.import_to_workdir(path, config, workdir)
+    import_sfnet.import_to_workdir(path, config, workdir)
+
+
+def test_weights_import_no_higher_layer():
+  # Readers and converters sit under the methods, the trainer and the CLI;
+  # writing workdirs is the CLI's (semcorr_jax/cli/import_sfnet.py).
+  allowed = ('semcorr_jax.errors', 'semcorr_jax.models.', 'semcorr_jax.weights')
+  for path in (ROOT / 'semcorr_jax' / 'weights').glob('*.py'):
+    for node in ast.walk(ast.parse(path.read_text())):
+      if isinstance(node, ast.ImportFrom) and node.module:
+        names = [f'{node.module}.{a.name}' for a in node.names]
+      elif isinstance(node, ast.Import):
+        names = [a.name for a in node.names]
+      else:
+        continue
+      for name in names:
+        if name.startswith('semcorr_jax'):
+          assert name.startswith(allowed), f'{path.name}: {name}'
+
+
+def test_console_script_and_usage_error(capsys):
+  scripts = tomllib.loads((ROOT / 'pyproject.toml').read_text())[
+      'project']['scripts']
+  module, _, function = scripts['semcorr-import-sfnet'].partition(':')
+  assert (module, function) == ('semcorr_jax.cli.import_sfnet', 'run')
+  assert callable(getattr(importlib.import_module(module), function))
+  with pytest.raises(SystemExit) as exit_info:
+    import_sfnet.main(['semcorr-import-sfnet'])
+  assert exit_info.value.code == 1
+  err = capsys.readouterr().err.strip()
+  assert err.startswith('error: usage: semcorr-import-sfnet') and (
+      '\n' not in err)

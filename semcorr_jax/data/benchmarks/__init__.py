@@ -21,12 +21,17 @@ says in its error what is missing and where to download it.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from typing import Any, Iterator
 
 import numpy as np
+import tensorflow_datasets as tfds
 
 from semcorr_jax import errors
+from semcorr_jax.data.benchmarks import caltech
+from semcorr_jax.data.benchmarks import pf_pascal
+from semcorr_jax.data.benchmarks import pf_willow
+from semcorr_jax.data.benchmarks import spair
+from semcorr_jax.data.benchmarks import tss
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +62,9 @@ DATASETS = {
                               'masks'),
 }
 
+_MODULES = {module.__name__.rsplit('.', 1)[-1]: module
+            for module in (caltech, pf_pascal, pf_willow, spair, tss)}
+
 
 def info(name: str) -> DatasetInfo:
   """The `DatasetInfo` of a benchmark, or a SemcorrError listing them."""
@@ -68,10 +76,9 @@ def info(name: str) -> DatasetInfo:
 
 
 def builder_class(name: str):
-  """The TFDS builder class of a benchmark (its module imported lazily)."""
+  """The TFDS builder class of a benchmark."""
   entry = info(name)
-  module = importlib.import_module(f'semcorr_jax.data.benchmarks.{entry.module}')
-  return getattr(module, entry.builder)
+  return getattr(_MODULES[entry.module], entry.builder)
 
 
 def prepare(name: str, *, data_dir: str | None = None,
@@ -89,7 +96,6 @@ def prepare(name: str, *, data_dir: str | None = None,
     SemcorrError: unknown name; missing or incomplete files (the message says
       what is missing and how to get it).
   """
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   cls = builder_class(name)
   kwargs = {'data_dir': data_dir}
   if config is not None:
@@ -110,7 +116,6 @@ def examples(name: str, split: str, *, data_dir: str | None = None,
   channels); text fields as `str`; class labels (`tfds.features.ClassLabel`
   at the top level, e.g. 'category') as their names, `str`.
   """
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   entry = info(name)
   if split not in entry.splits:
     raise errors.SemcorrError(

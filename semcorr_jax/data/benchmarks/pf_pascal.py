@@ -70,7 +70,7 @@ ZIP_URL = ('http://www.di.ens.fr/willow/research/proposalflow/dataset/'
            f'{ZIP_NAME}')
 CNNGEOMETRIC_CSV_URL = ('http://www.di.ens.fr/willow/research/cnngeometric/'
                         'other_resources/')
-NCNET_CSV_URL = ('https://github.com/ignacio-rocco/ncnet/tree/master/'
+SPLIT_CSV_URL = ('https://github.com/ignacio-rocco/ncnet/tree/master/'
                  'datasets/pf-pascal/image_pairs')
 CLASSES = (
     'aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat',
@@ -103,9 +103,9 @@ _CITATION = """\
 def fetch_hint() -> str:
   return (f'download {ZIP_URL} and unzip it into the manual dir, and put the '
           'SCNet split CSVs (train_pairs.csv, val_pairs.csv, test_pairs.csv '
-          f'from {NCNET_CSV_URL}, or test_pairs_pf_pascal.csv and '
+          f'from {SPLIT_CSV_URL}, or test_pairs_pf_pascal.csv and '
           f'val_pairs_pf_pascal.csv from {CNNGEOMETRIC_CSV_URL}) beside or '
-          'inside PF-dataset-PASCAL/; the DHPF/CATs PF-PASCAL/ folder '
+          'inside PF-dataset-PASCAL/; the DHPF PF-PASCAL/ folder '
           '({trn,val,test}_pairs.csv, JPEGImages/, Annotations/) works too')
 
 
@@ -151,18 +151,18 @@ def read_pairs(root: epath.Path, split: str) -> tuple[epath.Path,
       raise
     raise errors.SemcorrError(
         f'{e} (weakalign training_data/pf-pascal-flip/test_pairs.csv is the '
-        f'308-pair validation list, not the test split; use ncnet '
-        f'test_pairs.csv or {CNNGEOMETRIC_CSV_URL}test_pairs_pf_pascal.csv)'
-    ) from None
+        f'308-pair validation list, not the test split; use the '
+        f'test_pairs.csv of {SPLIT_CSV_URL} or '
+        f'{CNNGEOMETRIC_CSV_URL}test_pairs_pf_pascal.csv)') from None
   return path, rows
 
 
-def _base_name(name: str) -> str:
+def _file_name(name: str) -> str:
   return name.replace('\\', '/').rsplit('/', 1)[-1]
 
 
 def _stem(name: str) -> str:
-  base = _base_name(name)
+  base = _file_name(name)
   return base.rsplit('.', 1)[0] if '.' in base else base
 
 
@@ -244,7 +244,7 @@ def pair_records(root: epath.Path, split: str, csv_path: epath.Path,
   for number, row in enumerate(rows):
     where = f'{csv_path} row {number + 2}'
     category = _category(row, where)
-    files = {side: _base_name(row[f'{side}_image'])
+    files = {side: _file_name(row[f'{side}_image'])
              for side in ('source', 'target')}
     names = {side: _stem(name) for side, name in files.items()}
     record = {
@@ -283,9 +283,9 @@ class PfPascal(tfds.core.GeneratorBasedBuilder):
   Download {ZIP_URL} and unzip it into the manual dir
   (`manual_dir`, default <data_dir>/downloads/manual/), then put the SCNet
   split CSVs beside or inside PF-dataset-PASCAL/: train_pairs.csv,
-  val_pairs.csv and test_pairs.csv from {NCNET_CSV_URL}
+  val_pairs.csv and test_pairs.csv from {SPLIT_CSV_URL}
   (or test_pairs_pf_pascal.csv and val_pairs_pf_pascal.csv from
-  {CNNGEOMETRIC_CSV_URL}). The DHPF/CATs PF-PASCAL/ folder
+  {CNNGEOMETRIC_CSV_URL}). The DHPF PF-PASCAL/ folder
   ({{trn,val,test}}_pairs.csv, JPEGImages/, Annotations/) works as well.
   """
 

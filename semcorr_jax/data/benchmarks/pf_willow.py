@@ -65,7 +65,7 @@ _CITATION = """\
 
 def fetch_hint() -> str:
   return (f'download {ZIP_URL} and unzip it into the manual dir, and put '
-          f'{CSV_URL} beside PF-dataset/ (or use the DHPF/CATs PF-WILLOW/ '
+          f'{CSV_URL} beside PF-dataset/ (or use the DHPF PF-WILLOW/ '
           'folder with test_pairs.csv)')
 
 
@@ -153,7 +153,7 @@ class PfWillow(tfds.core.GeneratorBasedBuilder):
   MANUAL_DOWNLOAD_INSTRUCTIONS = f"""\
   Download {ZIP_URL} and unzip it into the manual dir
   (`manual_dir`, default <data_dir>/downloads/manual/), and put
-  {CSV_URL} beside the PF-dataset/ folder. The DHPF/CATs PF-WILLOW/ folder
+  {CSV_URL} beside the PF-dataset/ folder. The DHPF PF-WILLOW/ folder
   (with test_pairs.csv) works as well.
   """
 

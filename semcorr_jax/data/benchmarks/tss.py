@@ -66,7 +66,7 @@ import tensorflow_datasets as tfds
 
 from semcorr_jax import errors
 from semcorr_jax.data.benchmarks import common
-from semcorr_jax.evaluation import flow_io
+from semcorr_jax.data import flow_io
 
 GROUPS = ('FG3DCar', 'JODS', 'PASCAL')
 HOMEPAGE = 'http://taniai.space/projects/cvpr16_dccs/'
