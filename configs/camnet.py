@@ -141,7 +141,9 @@ def get_config(variant: str = 'quick') -> ml_collections.ConfigDict:
 
   c.disc_optimizer = ml_collections.ConfigDict(dict(
       name='adam', lr=follow('lr'), b1=0.5, b2=0.999,
-      decay_at=follow('decay_at'), decay_factor=follow('decay_factor')))
+      decay_at=follow('decay_at'), decay_factor=follow('decay_factor'),
+      weight_decay=0.0, momentum=config_dict.placeholder(float),
+      grad_clip_norm=config_dict.placeholder(float)))
 
   if variant == 'paper':
     # Model selection on PF-PASCAL validation (Sec. 5.1): scored every 1000

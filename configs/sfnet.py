@@ -80,7 +80,12 @@ def get_config(variant: str = 'quick') -> ml_collections.ConfigDict:
   # Every parameter group's defaults; `groups.<name>` overrides them (any
   # optimiser field, or frozen=True). SFNet's groups: 'backbone', 'model'.
   c.optimizer = ml_collections.ConfigDict(dict(
-      name='adam', lr=3e-5, decay_at=(0.75,), decay_factor=0.2,
+      name='adam',                # 'adam' | 'adamw' | 'sgd'
+      lr=3e-5, decay_at=(0.75,), decay_factor=0.2,
+      b1=0.9, b2=0.999,           # adam, adamw
+      weight_decay=0.0,           # adamw
+      momentum=config_dict.placeholder(float),        # sgd; None = plain
+      grad_clip_norm=config_dict.placeholder(float),  # None = no clipping
       groups=dict(backbone=dict(frozen=True))))
   # Start from another run (e.g. fine-tuning, or a later training stage):
   # its variables (all, or the `subtrees` named as 'path' or 'src:dst',

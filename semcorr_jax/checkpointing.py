@@ -63,7 +63,9 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(upgrade_config(_tuplify(raw)))
 
 
-# What versions before the data fields existed did (their code defaults).
+# What versions before these fields existed did (their code defaults).
+LEGACY_OPTIMIZER_FIELDS = {'b1': 0.9, 'b2': 0.999, 'weight_decay': 0.0,
+                           'momentum': None, 'grad_clip_norm': None}
 LEGACY_DATA_FIELDS = {'scene_seed': 0, 'void_as': 'foreground',
                       'max_keypoints': 20}
 
@@ -97,9 +99,12 @@ def upgrade_config(raw: dict[str, Any]) -> dict[str, Any]:
           'untrained_baseline': False,
           'select': old.get('select_metric', 'pck@0.1')}
     raw['evals'] = evals
-  for name in ('optimizer',):
-    if name in raw and 'groups' not in raw[name]:
-      raw[name] = {**raw[name], 'groups': {'backbone': {'frozen': True}}}
+  if 'optimizer' in raw:
+    raw['optimizer'] = {**LEGACY_OPTIMIZER_FIELDS,
+                        'groups': {'backbone': {'frozen': True}},
+                        **raw['optimizer']}
+  raw.setdefault('init_from', {'workdir': None, 'step': None,
+                               'folder': 'checkpoints', 'subtrees': ()})
   return raw
 
 

@@ -41,7 +41,7 @@ from semcorr_jax.evaluation import evaluators as evaluators_lib
 
 def total_train_steps(config: ml_collections.ConfigDict) -> int:
   """`config.num_train_steps`, or `num_epochs` over the training examples."""
-  if config.get('num_train_steps', 0) and config.num_train_steps > 0:
+  if config.num_train_steps > 0:
     return int(config.num_train_steps)
   num_examples = pipeline.num_examples(config.data, 'train')
   return max(1, int(config.num_epochs * num_examples) // config.batch_size)
@@ -91,16 +91,15 @@ def apply_init_from(method: methods.Method, state: Any,
                     config: ml_collections.ConfigDict,
                     mesh: jax.sharding.Mesh) -> Any:
   """Copies `config.init_from`'s variables (another run) into a fresh state."""
-  init = config.get('init_from') or {}
-  if not init.get('workdir'):
+  init = config.init_from
+  if not init.workdir:
     return state
-  source = workdirs.restore(init.workdir, init.get('step'),
-                            for_inference=False,
-                            folder=init.get('folder') or 'checkpoints')
+  source = workdirs.restore(init.workdir, init.step, for_inference=False,
+                            folder=init.folder)
   variables = parallel.to_host(method.state_variables(state))
   variables, copied = workdirs.copy_subtrees(
       variables, parallel.to_host(source.variables),
-      tuple(init.get('subtrees') or ()))
+      tuple(init.subtrees))
   if jax.process_index() == 0:
     print(f'Initialised {copied} arrays from {init.workdir} (step '
           f'{source.step}, method {source.config.method})', flush=True)
@@ -221,7 +220,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
   rng = jax.random.key(config.seed)
   init_rng, step_rng = jax.random.split(rng)
-  ckpt = checkpointing.Checkpointer(workdir, config.get('keep_checkpoints', 3))
+  ckpt = checkpointing.Checkpointer(workdir, config.keep_checkpoints)
   best_ckpt = None
   if evaluations.selector is not None:
     best_ckpt = checkpointing.Checkpointer(

@@ -81,26 +81,25 @@ def learning_rate_schedule(config: ml_collections.ConfigDict,
   """
   boundaries = {
       max(1, int(round(f * total_steps))): config.decay_factor
-      for f in config.get('decay_at', ())
+      for f in config.decay_at
   }
   return optax.piecewise_constant_schedule(config.lr, boundaries)
 
 
 def _optimizer(config: ml_collections.ConfigDict,
                schedule: optax.Schedule) -> optax.GradientTransformation:
-  """One optax optimiser from flat settings (`name`, `b1`, ... see below)."""
-  b1, b2 = config.get('b1', 0.9), config.get('b2', 0.999)
+  """One optax optimiser from flat settings (see `make_optimizer`)."""
   if config.name == 'adam':
-    opt = optax.adam(schedule, b1=b1, b2=b2)
+    opt = optax.adam(schedule, b1=config.b1, b2=config.b2)
   elif config.name == 'adamw':
-    opt = optax.adamw(schedule, b1=b1, b2=b2,
-                      weight_decay=config.get('weight_decay', 0.0))
+    opt = optax.adamw(schedule, b1=config.b1, b2=config.b2,
+                      weight_decay=config.weight_decay)
   elif config.name == 'sgd':
-    opt = optax.sgd(schedule, momentum=config.get('momentum'))
+    opt = optax.sgd(schedule, momentum=config.momentum)
   else:
     raise SemcorrError(f'unknown optimizer {config.name!r}; use adam, adamw '
                        'or sgd')
-  if config.get('grad_clip_norm'):
+  if config.grad_clip_norm:
     opt = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), opt)
   return opt
 
@@ -139,8 +138,9 @@ def make_optimizer(config: ml_collections.ConfigDict, total_steps: int,
 
   Args:
     config: `config.optimizer`: `name` ('adam' | 'adamw' | 'sgd'), `lr`,
-      `decay_at`, `decay_factor`, optional `b1`, `b2`, `weight_decay`,
-      `momentum`, `grad_clip_norm` (applied per group), and `groups`:
+      `decay_at`, `decay_factor`, `grad_clip_norm` (None: off; applied per
+      group), `b1`, `b2` (adam, adamw), `weight_decay` (adamw), `momentum`
+      (sgd; None: plain SGD), and `groups`:
       {group: {frozen: bool, or any of the fields above}}.
     total_steps: length of training, for the schedules.
     names: every group label `labels` may return.

@@ -100,7 +100,10 @@ class CAMNetMethod(base.Method):
                 'mapping_st', 'mapping_ts', 'valid_st', 'valid_ts')
   # Options added after the first CAMNet runs; those runs used these.
   legacy_defaults = {'model.confidence_inputs': 'features_flow',
-                     'loss.update_flow_weight': 0.0}
+                     'loss.update_flow_weight': 0.0,
+                     'disc_optimizer.weight_decay': 0.0,
+                     'disc_optimizer.momentum': None,
+                     'disc_optimizer.grad_clip_norm': None}
 
   def __init__(self, config, total_steps: int):
     check_config(config)

@@ -88,6 +88,8 @@ def get_config(variant: str = 'test') -> ml_collections.ConfigDict:
   c.keep_checkpoints = 3
   c.optimizer = ml_collections.ConfigDict(dict(
       name='sgd', lr=0.1, decay_at=(), decay_factor=1.0,
+      momentum=ml_collections.config_dict.placeholder(float),
+      grad_clip_norm=ml_collections.config_dict.placeholder(float),
       groups=dict(features=dict(lr=0.01), head=dict(lr=0.5))))
   c.init_from = ml_collections.ConfigDict(dict(
       workdir=ml_collections.config_dict.placeholder(str),

@@ -216,7 +216,8 @@ def test_disc_optimizer_follows_optimizer_overrides():
   assert paper.disc_optimizer.lr == 1e-4
   assert paper.disc_optimizer.to_dict() == dict(
       name='adam', lr=1e-4, b1=0.5, b2=0.999, decay_at=(0.75,),
-      decay_factor=0.2)
+      decay_factor=0.2, weight_decay=0.0, momentum=None,
+      grad_clip_norm=None)
 
 
 def test_discriminator_step_changes_only_the_discriminator(state, after_g,
