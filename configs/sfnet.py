@@ -78,7 +78,8 @@ def get_config(variant: str = 'quick') -> ml_collections.ConfigDict:
   c.loss = ml_collections.ConfigDict(dict(
       mask_weight=3.0, flow_weight=16.0, smooth_weight=0.5))
   # Every parameter group's defaults; `groups.<name>` overrides them (any
-  # optimiser field, or frozen=True). SFNet's groups: 'backbone', 'model'.
+  # optimiser field, or frozen=True). SFNet's and CAMNet's groups: 'backbone',
+  # 'model'.
   c.optimizer = ml_collections.ConfigDict(dict(
       name='adam',                # 'adam' | 'adamw' | 'sgd'
       lr=3e-5, decay_at=(0.75,), decay_factor=0.2,
@@ -86,7 +87,12 @@ def get_config(variant: str = 'quick') -> ml_collections.ConfigDict:
       weight_decay=0.0,           # adamw
       momentum=config_dict.placeholder(float),        # sgd; None = plain
       grad_clip_norm=config_dict.placeholder(float),  # None = no clipping
-      groups=dict(backbone=dict(frozen=True))))
+      # Per group: frozen, or its own lr (None: the one above); e.g.
+      # --config.optimizer.groups.backbone.frozen=False
+      # --config.optimizer.groups.backbone.lr=3e-6 fine-tunes the backbone.
+      groups=dict(
+          backbone=dict(frozen=True, lr=config_dict.placeholder(float)),
+          model=dict(frozen=False, lr=config_dict.placeholder(float)))))
   # Start from another run (e.g. fine-tuning, or a later training stage):
   # its variables (all, or the `subtrees` named as 'path' or 'src:dst',
   # '/'-separated paths in {'params': ..., 'batch_stats': ...}) replace the

@@ -73,32 +73,35 @@ LEGACY_DATA_FIELDS = {'scene_seed': 0, 'void_as': 'foreground',
 def upgrade_config(raw: dict[str, Any]) -> dict[str, Any]:
   """A config.json of an older version in the current layout.
 
+  Older versions are recognised by `eval` (and no `evals`); a config in the
+  current layout is returned as is. The changes:
   * `eval` + `eval_every` (one synthetic held-out evaluation and optional
     model selection on a benchmark) -> `evals` (named evaluators);
   * an optimiser without `groups` froze the backbone -> `groups.backbone`;
-  * data fields added since, with the values older versions used.
+  * optimiser, data and `init_from` fields added since, with the values
+    older versions used.
   """
+  if 'evals' in raw or 'eval' not in raw:
+    return raw
   raw = dict(raw)
+  old = dict(raw.pop('eval'))
+  every = int(raw.pop('eval_every', 0) or 0)
+  evals = {'synthetic': {
+      'type': 'synthetic', 'every': every,
+      'untrained_baseline': bool(old.get('untrained', True)), 'select': '',
+      **{k: old[k] for k in ('num_pairs', 'batch_size', 'seed', 'alphas',
+                             'keypoint_stride') if k in old}}}
+  if old.get('select_benchmark'):
+    split = old.get('select_split', 'validation')
+    evals[f"{old['select_benchmark']}_{split}"] = {
+        'type': 'benchmark', 'benchmark': old['select_benchmark'],
+        'split': split, 'data_dir': old.get('select_data_dir'),
+        'every': every, 'num_pairs': old.get('select_num_pairs'),
+        'untrained_baseline': False,
+        'select': old.get('select_metric', 'pck@0.1')}
+  raw['evals'] = evals
   if 'data' in raw:
     raw['data'] = {**LEGACY_DATA_FIELDS, **raw['data']}
-  if 'evals' not in raw and 'eval' in raw:
-    old = dict(raw.pop('eval'))
-    every = int(raw.pop('eval_every', 0) or 0)
-    evals = {'synthetic': {
-        'type': 'synthetic', 'every': every,
-        'untrained_baseline': bool(old.get('untrained', True)), 'select': '',
-        **{k: old[k] for k in ('num_pairs', 'batch_size', 'seed', 'alphas',
-                               'keypoint_stride') if k in old}}}
-    if old.get('select_benchmark'):
-      name = f"{old['select_benchmark']}_{old.get('select_split', 'val')}"
-      evals[name] = {
-          'type': 'benchmark', 'benchmark': old['select_benchmark'],
-          'split': old.get('select_split', 'validation'),
-          'data_dir': old.get('select_data_dir'), 'every': every,
-          'num_pairs': old.get('select_num_pairs'),
-          'untrained_baseline': False,
-          'select': old.get('select_metric', 'pck@0.1')}
-    raw['evals'] = evals
   if 'optimizer' in raw:
     raw['optimizer'] = {**LEGACY_OPTIMIZER_FIELDS,
                         'groups': {'backbone': {'frozen': True}},

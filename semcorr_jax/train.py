@@ -24,6 +24,7 @@ import os
 from typing import Any
 
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -132,7 +133,11 @@ def _all_finite(metrics: dict[str, jax.Array]) -> jax.Array:
 
 
 class Evaluations:
-  """The run's evaluators: periodic runs, untrained baselines, selection."""
+  """The run's evaluators: periodic runs, untrained baselines, selection.
+
+  The evaluator with a `select` metric keeps the best model in
+  `workdir/best/` (Orbax `best_fn`, one checkpoint).
+  """
 
   def __init__(self, config, method, workdir):
     self.method, self.workdir = method, workdir
@@ -142,6 +147,22 @@ class Evaluations:
       ev.check()
     self.selector = evaluators_lib.selecting(self.evaluators)
     self.predict = jax.jit(method.predict)
+    self.best_ckpt, self.best_value = None, None
+
+  def open_best(self) -> None:
+    """Opens `workdir/best/`; its kept value is read from disk once, then
+    tracked in memory, so every process takes the same decisions."""
+    if self.selector is None:
+      return
+    self.best_ckpt = checkpointing.Checkpointer(
+        self.workdir, max_to_keep=1, folder='best',
+        best_metric=self.selector.select)
+    self.best_value = self.best_ckpt.best_value(self.selector.select)
+
+  def close(self) -> None:
+    if self.best_ckpt is not None:
+      self.best_ckpt.wait()
+      self.best_ckpt.close()
 
   def _run(self, ev, state) -> dict[str, Any]:
     variables = parallel.to_host(self.method.inference_variables(state))
@@ -160,12 +181,12 @@ class Evaluations:
       if jax.process_index() == 0:
         ev.write_untrained(self.workdir, results)
 
-  def periodic(self, step: int, state, best_ckpt, meta) -> None:
+  def periodic(self, step: int, state, meta) -> None:
     for ev in self.evaluators:
       if ev.every and step % ev.every == 0:
-        self._score(ev, step, state, best_ckpt, meta)
+        self._score(ev, step, state, meta)
 
-  def _score(self, ev, step, state, best_ckpt, meta) -> dict[str, Any]:
+  def _score(self, ev, step, state, meta) -> dict[str, Any]:
     results = self._run(ev, state)
     if jax.process_index() == 0:
       self.writer.write(step, ev.scalars(results), split=ev.name)
@@ -176,18 +197,19 @@ class Evaluations:
         print(f'step {step}: {ev.name} {ev.select} {value:.4f} (best '
               f'{data["best_value"]:.4f} at step {data["best_step"]})',
               flush=True)
-      # Only a strictly better model replaces the kept one (the earliest
-      # step wins ties, as in model_selection.json). Every process decides
-      # alike: the value is replicated and the kept metric is on disk.
-      best = best_ckpt.best_value(ev.select)
-      if np.isfinite(value) and (best is None or value > best):
-        best_ckpt.save(step, state, meta, metrics={ev.select: value})
+      # Only a strictly better model replaces the kept one: the earliest
+      # step wins ties, as in model_selection.json (a resumed run that
+      # scores a step again saves nothing new).
+      if np.isfinite(value) and (self.best_value is None or
+                                 value > self.best_value):
+        self.best_ckpt.save(step, state, meta, metrics={ev.select: value})
+        self.best_value = value
     return results
 
-  def final(self, step, state, best_ckpt, meta) -> dict[str, Any]:
+  def final(self, step, state, meta) -> dict[str, Any]:
     out = {}
     for ev in self.evaluators:
-      trained = self._score(ev, step, state, best_ckpt, meta)
+      trained = self._score(ev, step, state, meta)
       untrained = ev.read_untrained(self.workdir)
       out[ev.name] = {'trained': trained, 'untrained': untrained}
       if jax.process_index() == 0:
@@ -195,6 +217,19 @@ class Evaluations:
         print(f'{ev.name} at step {step}:\n'
               f'{ev.summary(trained, untrained)}', flush=True)
     return out
+
+
+def first_process_first(fn):
+  """Runs `fn()` on process 0, then on the others: one process builds a
+  TFDS dataset in a shared folder while the others wait, then read it."""
+  if jax.process_count() == 1:
+    return fn()
+  if jax.process_index() != 0:
+    multihost_utils.sync_global_devices('semcorr_jax: data prepared')
+  result = fn()
+  if jax.process_index() == 0:
+    multihost_utils.sync_global_devices('semcorr_jax: data prepared')
+  return result
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict,
@@ -212,20 +247,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   workdir = os.path.abspath(workdir)
   mesh = parallel.make_mesh()
   local_batch_size = parallel.check_batch_size(config.batch_size, mesh)
-  total_steps = total_train_steps(config)
-  # Built and checked before anything is written.
-  method = methods.get(config.method)(config, total_steps)
-  check_batch_keys(method, config.data)
-  evaluations = Evaluations(config, method, workdir)
+  # Built and checked before anything is written; datasets are prepared
+  # (downloaded files turned into TFDS records) by process 0 first.
+  def prepare():
+    steps = total_train_steps(config)
+    method = methods.get(config.method)(config, steps)
+    check_batch_keys(method, config.data)
+    pipeline.num_examples(config.data, 'train')  # builds a real source
+    return steps, method, Evaluations(config, method, workdir)
+  total_steps, method, evaluations = first_process_first(prepare)
 
   rng = jax.random.key(config.seed)
   init_rng, step_rng = jax.random.split(rng)
   ckpt = checkpointing.Checkpointer(workdir, config.keep_checkpoints)
-  best_ckpt = None
-  if evaluations.selector is not None:
-    best_ckpt = checkpointing.Checkpointer(
-        workdir, max_to_keep=1, folder='best',
-        best_metric=evaluations.selector.select)
+  evaluations.open_best()
   start_step = ckpt.latest_step()
   if start_step is not None:
     _, abstract = create_state(method, config, mesh, init_rng)
@@ -305,19 +340,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         scalars['pairs_per_sec'] = rate * config.batch_size
       writer.write(step, scalars)
       progress.report(step, {'loss': scalars['loss']})
+    # Evaluations before the checkpoint of the same step: a run killed
+    # while evaluating resumes before that step and evaluates it again.
+    if step != total_steps:
+      evaluations.periodic(step, state, meta(step))
     if step % ckpt_every == 0 or step == total_steps:
       check_finite(step)
       last_good = step
       ckpt.save(step, state, meta(step))
-    if step != total_steps:
-      evaluations.periodic(step, state, best_ckpt, meta(step))
 
   ckpt.wait()
   results = {'step': step,
-             'evals': evaluations.final(step, state, best_ckpt, meta(step))}
+             'evals': evaluations.final(step, state, meta(step))}
   writer.close()
   ckpt.close()
-  if best_ckpt is not None:
-    best_ckpt.wait()
-    best_ckpt.close()
+  evaluations.close()
   return results

@@ -2,8 +2,8 @@
 
 A scored run (`runner.Scored`) becomes `<stem>.json`, `<stem>.md`,
 `<stem>_pairs.csv` (one row per pair) and `<stem>_worst.png` (the worst
-pairs); `runner`'s docstring describes them. `reports.write_all` replaces
-them together.
+pairs, a row per declared flow); `runner`'s docstring describes them.
+`reports.write_all` replaces them together.
 """
 
 from __future__ import annotations
@@ -85,13 +85,15 @@ def output_writers(paths: Mapping[str, str], scored: Any,
     document: what goes into the JSON file.
     markdown: the Markdown file's text.
   """
-  rows = [worst_pairs.worst_pair_row(ex, pred, record, scored.kind,
-                                     scored.protocol, scored.primary_metric)
-          for ex, pred, record in scored.worst]
+  rows = [row for ex, pred, record in scored.worst
+          for row in worst_pairs.worst_pair_rows(
+              ex, pred, record, scored.kind, scored.protocol,
+              scored.primary_metric, scored.flows)]
   results = scored.results
   label = f" ({results['label']})" if results.get('label') else ''
   title = (f"{results['benchmark']} {results['split']}{label}: the "
-           f'{len(rows)} pairs with the lowest {scored.primary_metric}')
+           f'{len(scored.worst)} pairs with the lowest '
+           f'{scored.primary_metric}')
   return [
       (paths['json'], lambda p: reports.write_json(p, document, False)),
       (paths['md'], lambda p: reports.write_text(p, markdown, False)),

@@ -73,7 +73,8 @@ class SyntheticEvaluator(Evaluator):
     return [(os.path.join(out_dir, f'{stem}_pairs.png'),
              lambda p: visualize.draw_eval_pairs(
                  p, kept['batch'], kept['prediction'],
-                 num_pairs=int(self.settings['num_pictures']), title=title))]
+                 num_pairs=int(self.settings['num_pictures']), title=title,
+                 flows=self.flows))]
 
   def write_inputs(self, out, results):
     kept = results.get(reports.ARTEFACTS)

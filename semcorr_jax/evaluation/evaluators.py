@@ -10,7 +10,8 @@ entry's `type` picks the evaluator class (`register`, `build`):
                                untrained_baseline=False, select='pck@0.1')
 
 Settings of every type (`COMMON`):
-  type: 'synthetic', 'benchmark' or a type a method module registered.
+  type: 'synthetic', 'benchmark', another registered type, or
+    'module.path:Class' (an `Evaluator` subclass anywhere importable).
   every: steps between evaluations while training (0: only at the end).
   untrained_baseline: also score the model the run starts from; its results
     are reported beside the trained model's.
@@ -70,6 +71,7 @@ synthetic_untrained.json.
 
 from __future__ import annotations
 
+import importlib
 import re
 from typing import Any, Mapping, Sequence
 
@@ -104,8 +106,8 @@ _TYPES: dict[str, type[Evaluator]] = {}
 def register(type_name: str, cls: type[Evaluator]) -> None:
   """Makes `type=type_name` in `config.evals` build `cls`.
 
-  A method module may register its own type at import (the method is
-  imported before its evaluators are built).
+  A type outside this package can also be named directly in the config
+  as 'module.path:Class' (imported when the evaluators are built).
 
   Raises:
     SemcorrError: the name is taken by another class.
@@ -141,10 +143,27 @@ def from_settings(name: str, settings: Mapping[str, Any], config: Any,
                        "'_', '-' and '.' (it names the files)")
   settings = _as_dict(settings)
   kind = settings.get('type')
-  if kind not in _TYPES:
+  cls = _TYPES.get(kind) if isinstance(kind, str) else None
+  if cls is None and isinstance(kind, str) and ':' in kind:
+    cls = _import_type(name, kind)
+  if cls is None:
     raise SemcorrError(f'evals.{name}.type={kind!r}: unknown evaluator type; '
-                       f'known: {", ".join(types())}')
-  return _TYPES[kind](name, settings, config, flows)
+                       f"known: {', '.join(types())} or 'module:Class'")
+  return cls(name, settings, config, flows)
+
+
+def _import_type(name: str, target: str) -> type[Evaluator]:
+  """The Evaluator class `target` = 'module.path:Class' names."""
+  module, _, attr = target.partition(':')
+  try:
+    cls = getattr(importlib.import_module(module), attr)
+  except (ImportError, AttributeError) as e:
+    raise SemcorrError(f'evals.{name}.type={target!r} does not import: '
+                       f'{e}') from e
+  if not (isinstance(cls, type) and issubclass(cls, Evaluator)):
+    raise SemcorrError(f'evals.{name}.type={target!r} is not an Evaluator '
+                       'class')
+  return cls
 
 
 def build(config: Any, flows: Sequence[outputs.Flow],

@@ -33,7 +33,8 @@ when a label is given, e.g. `pf_pascal_test_untrained`):
 * `<stem>.md`: a header stating the protocol, then the scorer's tables (and
   SPair-71k's per-factor tables).
 * `<stem>_pairs.csv`: one row per pair with every record field.
-* `<stem>_worst.png`: the worst pairs (`worst_pairs.draw_worst_pairs`).
+* `<stem>_worst.png`: the worst pairs (`worst_pairs.draw_worst_pairs`),
+  one row per pair and flow.
 
 All four are written to temporary files first and renamed only once all of
 them are complete: a failing run never leaves half a file and never removes
@@ -211,12 +212,16 @@ class _Worst:
     return [item for _, _, item in sorted(self._heap, reverse=True)]
 
 
-def _light_copy(prediction: Any) -> Any:
-  """The prediction with its own copies of the mappings only (a batch's
-  arrays are not kept alive by the few pairs held for the picture)."""
+def _light_copy(prediction: Any, flows: Sequence[outputs.Flow]) -> Any:
+  """The prediction with its own copies of what the picture draws only:
+  every flow's mappings and confidences (a batch's arrays are not kept
+  alive by the few pairs held for the picture)."""
+  drawn = [outputs.key(flows, f.name, kind, d) for f in flows
+           for kind in (outputs.MAPPING, outputs.CONFIDENCE)
+           for d in outputs.DIRECTIONS]
   return protocol_lib.PairPrediction(
-      {k: np.array(prediction.outputs[k]) for k in ('mapping_st',
-                                                   'mapping_ts')},
+      {k: np.array(prediction.outputs[k]) for k in drawn
+       if k in prediction.outputs},
       prediction.source_hw, prediction.target_hw, prediction.input_size,
       prediction.pad)
 
@@ -258,12 +263,14 @@ class Scored:
     worst: (example, light prediction, record) of the worst pairs.
     kind: the benchmark's record kind ('keypoints', 'flow', 'masks').
     protocol: the protocol used.
+    flows: the flows scored (and drawn), primary first.
   """
   results: dict[str, Any]
   records: list[dict[str, Any]]
   worst: list[tuple[Any, Any, dict[str, Any]]]
   kind: str
   protocol: ml_collections.ConfigDict
+  flows: tuple[outputs.Flow, ...] = outputs.DEFAULT_FLOWS
 
   @property
   def primary_metric(self) -> str:
@@ -338,7 +345,7 @@ def score_benchmark(predict_fn: PredictFn, benchmark: str, *,
         records.append(record)
         worst.offer(_primary(record, scorer.PRIMARY_METRIC),
                     lambda ex=ex, pred=pred, record=record: (
-                        ex, _light_copy(pred), record))
+                        ex, _light_copy(pred, flows), record))
       bar.update(len(chunk))
   if not records:
     raise SemcorrError(f'{benchmark} {split} holds no pairs')
@@ -358,7 +365,7 @@ def score_benchmark(predict_fn: PredictFn, benchmark: str, *,
     results['step'] = int(step)
   results['protocol'] = protocol.to_dict()
   results['summary'] = summary
-  return Scored(results, records, worst.items(), kind, protocol)
+  return Scored(results, records, worst.items(), kind, protocol, flows)
 
 
 def evaluate_benchmark(predict_fn: PredictFn, benchmark: str, *,

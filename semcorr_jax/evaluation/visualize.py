@@ -2,7 +2,8 @@
 
 `draw_flows` draws one row per flow a method declares (`semcorr_jax.outputs`),
 the primary flow first, each with its extras (confidence maps on a fixed
-[0, 1] scale); `draw_match` is its one-flow form.
+[0, 1] scale); `draw_match` is its one-flow form. `draw_eval_pairs` draws
+held-out pairs with their ground truth, one row per pair and flow.
 
 Uses matplotlib's object API with the Agg canvas (no display, no pyplot
 state). Images are (H, W, 3) in [0, 1] (or uint8); points are `(x, y)` in
@@ -350,63 +351,104 @@ def _draw_maps(fig, axes, panels) -> None:
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
 
 
-def draw_eval_pairs(path: str, batch: Mapping[str, np.ndarray],
-                    prediction: Mapping[str, np.ndarray],
-                    num_pairs: int = 4, num_points: int = 16,
-                    title: str | None = None, dpi: int = 90) -> str:
-  """Writes a grid of held-out pairs: one row per pair.
-
-  Columns: source with keypoints (grid points on the source foreground where
-  the ground truth is valid); target with predicted (dots) and ground-truth
-  (crosses) positions of the same points; the source warped into the target
-  frame by the prediction and by the ground truth; predicted and ground-truth
-  flow source -> target (one shared saturation scale per row).
-
-  Args:
-    path: output PNG file.
-    batch: a pipeline batch (docs/architecture.md) as numpy arrays.
-    prediction: `method.predict` output as numpy arrays (mapping_st,
-      mapping_ts of shape (B, H, W, 2)).
-    num_pairs: rows drawn (at most the batch size).
-    num_points: about how many keypoints per pair.
-    title: figure title.
-    dpi: resolution.
-
-  Returns:
-    `path`.
-  """
-  rows = min(num_pairs, len(batch['source_image']))
+def eval_pairs_figure(batch: Mapping[str, np.ndarray],
+                      prediction: Mapping[str, np.ndarray],
+                      flows: Sequence[outputs.Flow] | None = None,
+                      num_pairs: int = 4, num_points: int = 16,
+                      title: str | None = None) -> Figure:
+  """The figure of `draw_eval_pairs`: one row per pair and declared flow."""
+  flows = outputs.check(flows or outputs.DEFAULT_FLOWS)
+  per_flow = outputs.split(flows, prediction)
+  several = len(flows) > 1
+  columns = 7 if any(outputs.CONFIDENCE in f.extras and 'confidence_st' in
+                     per_flow[f.name] for f in flows) else 6
+  pairs = min(num_pairs, len(batch['source_image']))
   titles = ('source', 'target: predicted o, truth x', 'warped (predicted)',
             'warped (truth)', 'flow (predicted)', 'flow (truth)')
-  fig = Figure(figsize=(2.4 * len(titles), 2.5 * rows))
-  axes = fig.subplots(rows, len(titles), squeeze=False)
-  for i in range(rows):
+  fig = Figure(figsize=(2.4 * columns, 2.5 * pairs * len(flows)))
+  axes = fig.subplots(pairs * len(flows), columns, squeeze=False)
+  for i in range(pairs):
     source = to_float_image(batch['source_image'][i])
-    target = to_float_image(batch['target_image'][i])
     region = (batch['source_mask'][i] > 0.5) & (batch['valid_st'][i] > 0.5)
     stride = max(1, int(np.sqrt(max(region.sum(), 1) / num_points)))
     points = kp.grid_points_in_mask(region, stride)[:num_points * 2]
     colors = point_colors(len(points))
-    gt_st, pred_st = batch['mapping_st'][i], prediction['mapping_st'][i]
-    gt_ts, pred_ts = batch['mapping_ts'][i], prediction['mapping_ts'][i]
+    gt_st = batch['mapping_st'][i]
     flow_gt = np.where(batch['valid_st'][i][..., None] > 0.5,
                        flow_of(gt_st), 0.0)
     scale = max(float(np.abs(flow_gt).max()), 1.0) * np.sqrt(2)
-    warped_gt = warp_image(source, gt_ts) * (
+    warped_gt = warp_image(source, batch['mapping_ts'][i]) * (
         batch['valid_ts'][i][..., None] > 0.5)
-    images = (source, target, warp_image(source, pred_ts), warped_gt,
-              flow_to_color(flow_of(pred_st), scale),
-              flow_to_color(flow_gt, scale))
-    for j, (image, name) in enumerate(zip(images, titles)):
-      _show(axes[i, j], image, name if i == 0 else '')
-    _scatter(axes[i, 0], points, colors)
-    _scatter(axes[i, 1], kp.transfer_keypoints(pred_st, points), colors)
-    _scatter(axes[i, 1], kp.transfer_keypoints(gt_st, points), colors,
-             marker='x', size=18)
-    axes[i, 0].set_ylabel(f'pair {i}', fontsize=8)
+    for j, flow in enumerate(flows):
+      row, maps = axes[i * len(flows) + j], per_flow[flow.name]
+      pred_st = np.asarray(maps['mapping_st'][i])
+      images = (source, to_float_image(batch['target_image'][i]),
+                warp_image(source, maps['mapping_ts'][i]), warped_gt,
+                flow_to_color(flow_of(pred_st), scale),
+                flow_to_color(flow_gt, scale))
+      for c, (image, name) in enumerate(zip(images, titles)):
+        if j and c in (0, 3, 5):  # the pair's source and truth: drawn once
+          row[c].axis('off')
+        elif several and 'predicted' in name:  # every row names its flow
+          _show(row[c], image, name.replace('predicted', flow.name))
+        else:
+          _show(row[c], image, name if i == j == 0 else '')
+      _scatter(row[1], kp.transfer_keypoints(pred_st, points), colors)
+      _scatter(row[1], kp.transfer_keypoints(gt_st, points), colors,
+               marker='x', size=18)
+      if j:
+        row[0].text(0.5, 0.5, f'pair {i}: {flow.name}\n{flow.description}',
+                    ha='center', va='center', fontsize=8, wrap=True)
+      else:
+        _scatter(row[0], points, colors)
+        row[0].set_ylabel(f'pair {i}' + (f': {flow.name}' if several else ''),
+                          fontsize=8)
+      if columns > 6:
+        conf = (maps.get('confidence_st') if outputs.CONFIDENCE in flow.extras
+                else None)
+        conf = None if conf is None else _as_map(conf[i])
+        _draw_maps(fig, row[6:], [] if conf is None else [(
+            '', f'{flow.name + " " if several else ""}confidence\n(source '
+            '-> target)', conf, 0.0, 1.0)])
   if title:
     fig.suptitle(title, fontsize=10)
-  return _save(fig, path, dpi)
+  return fig
+
+
+def draw_eval_pairs(path: str, batch: Mapping[str, np.ndarray],
+                    prediction: Mapping[str, np.ndarray],
+                    num_pairs: int = 4, num_points: int = 16,
+                    title: str | None = None, dpi: int = 90,
+                    flows: Sequence[outputs.Flow] | None = None) -> str:
+  """Writes a grid of held-out pairs: one row per pair and declared flow.
+
+  A pair's first row (its primary flow): the source with keypoints (grid
+  points on the source foreground where the ground truth is valid); the
+  target with predicted (dots) and ground-truth (crosses) positions of the
+  same points; the source warped into the target frame by the prediction
+  and by the ground truth; predicted and ground-truth flow source -> target
+  (one saturation scale per pair). Below it, a row per other flow: its name,
+  then its predicted panels (titled with the flow's name when there are
+  several). If a flow declares a confidence, a last column shows its
+  `confidence_st` on the fixed scale [0, 1].
+
+  Args:
+    path: output PNG file.
+    batch: a pipeline batch (docs/architecture.md) as numpy arrays.
+    prediction: `method.predict` output as numpy arrays: the flat keys
+      (`semcorr_jax.outputs`) of every flow in `flows`, mappings
+      (B, H, W, 2), confidences (B, H, W).
+    num_pairs: pairs drawn (at most the batch size).
+    num_points: about how many keypoints per pair.
+    title: figure title.
+    dpi: resolution.
+    flows: the method's declared flows; None = the primary flow only.
+
+  Returns:
+    `path`.
+  """
+  return _save(eval_pairs_figure(batch, prediction, flows, num_pairs,
+                                 num_points, title), path, dpi)
 
 
 def save_image(path: str, image: np.ndarray) -> str:

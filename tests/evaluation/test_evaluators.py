@@ -152,6 +152,19 @@ def test_a_registered_type_is_built_and_written(load_config, tmp_path):
       'const', 'score', 3)
 
 
+def test_a_type_named_module_colon_class_needs_no_registration(load_config):
+  config = _config(load_config, const=dict(
+      type=f'{__name__}:ConstantEvaluator', value=0.5))
+  ev = evaluators.build(config, outputs.DEFAULT_FLOWS, ['const'])[0]
+  assert isinstance(ev, ConstantEvaluator)
+  assert ev.scalars(ev.run(None, None)) == {'score': 0.5}
+  for bad, match in ((f'{__name__}:NoSuchClass', 'does not import'),
+                     (f'{__name__}:pytest', 'not an Evaluator')):
+    config = _config(load_config, const=dict(type=bad))
+    with pytest.raises(SemcorrError, match=match):
+      evaluators.build(config, outputs.DEFAULT_FLOWS, ['const'])
+
+
 # --- check() ------------------------------------------------------------------
 @pytest.mark.parametrize('settings, match', [
     (dict(data_dir=None),

@@ -141,3 +141,13 @@ def test_camnet_starts_from_a_trained_sfnet_through_init_from(
     assert a and len(a) == len(b)
     for x, y in zip(a, b):
       np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_backbone_fine_tuning_is_two_overrides(load_config):
+  config = load_config('sfnet', **{'optimizer.groups.backbone.frozen': False,
+                                   'optimizer.groups.backbone.lr': 1e-5})
+  assert base.group_settings(config.optimizer, 'backbone').lr == 1e-5
+  assert base.group_settings(config.optimizer, 'model').lr == (
+      config.optimizer.lr)
+  default = load_config('camnet')
+  assert base.group_settings(default.optimizer, 'backbone') is None
