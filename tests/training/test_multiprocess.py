@@ -80,11 +80,13 @@ def test_two_processes_train_like_one(tmp_path):
   # bounded by the size of the run's updates and statistics, not by each
   # value (helpers/parity.py states the bound and the measurements).
   init = _initial_variables(config)
-  # It is the runs' own init: their frozen backbone is bit-identical to it.
+  # It is the runs' own init: their frozen backbone equals it up to the last
+  # bit of float32 (the init program is compiled for a different mesh in
+  # each run, 1-ulp differences seen; another seed would differ by O(0.1)).
   for run in (two, one):
     for a, b in zip(jax.tree.leaves(init['params']['backbone']),
                     jax.tree.leaves(run.variables['params']['backbone'])):
-      np.testing.assert_array_equal(a, b)
+      np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
   parity.assert_updates_close(init['params'], two.variables['params'],
                               one.variables['params'])
   stats = {k: v for k, v in one.variables.items() if k != 'params'}
