@@ -131,8 +131,9 @@ class Checkpointer:
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, create=not read_only,
-            read_only=read_only, **best))
+            # Reading never creates the folder. (Orbax's own read_only
+            # option would print three warnings on every load.)
+            max_to_keep=max_to_keep, create=not read_only, **best))
 
   def best_step(self) -> int | None:
     return self.manager.best_step()
