@@ -67,20 +67,24 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
 LEGACY_OPTIMIZER_FIELDS = {'b1': 0.9, 'b2': 0.999, 'weight_decay': 0.0,
                            'momentum': None, 'grad_clip_norm': None}
 LEGACY_DATA_FIELDS = {'scene_seed': 0, 'void_as': 'foreground',
-                      'max_keypoints': 20}
+                      'max_keypoints': 20, 'occluders': 0}
 
 
 def upgrade_config(raw: dict[str, Any]) -> dict[str, Any]:
   """A config.json of an older version in the current layout.
 
-  Older versions are recognised by `eval` (and no `evals`); a config in the
-  current layout is returned as is. The changes:
+  Data fields added since (`LEGACY_DATA_FIELDS`) get the values older
+  versions used, in any layout. Older layouts are recognised by `eval` (and
+  no `evals`); a config in the current layout is otherwise returned as is.
+  The changes:
   * `eval` + `eval_every` (one synthetic held-out evaluation and optional
     model selection on a benchmark) -> `evals` (named evaluators);
   * an optimiser without `groups` froze the backbone -> `groups.backbone`;
-  * optimiser, data and `init_from` fields added since, with the values
-    older versions used.
+  * optimiser and `init_from` fields added since, with the values older
+    versions used.
   """
+  if 'data' in raw and not LEGACY_DATA_FIELDS.keys() <= raw['data'].keys():
+    raw = dict(raw, data={**LEGACY_DATA_FIELDS, **raw['data']})
   if 'evals' in raw or 'eval' not in raw:
     return raw
   raw = dict(raw)
@@ -100,8 +104,6 @@ def upgrade_config(raw: dict[str, Any]) -> dict[str, Any]:
         'untrained_baseline': False,
         'select': old.get('select_metric', 'pck@0.1')}
   raw['evals'] = evals
-  if 'data' in raw:
-    raw['data'] = {**LEGACY_DATA_FIELDS, **raw['data']}
   if 'optimizer' in raw:
     raw['optimizer'] = {**LEGACY_OPTIMIZER_FIELDS,
                         'groups': {'backbone': {'frozen': True}},

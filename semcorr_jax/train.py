@@ -88,10 +88,27 @@ def load_pretrained(method: methods.Method, state: Any,
   return method.with_state_variables(state, parallel.replicate(loaded, mesh))
 
 
+def check_init_from(config: ml_collections.ConfigDict) -> None:
+  """One clear error for `init_from.subtrees` without a run to read them.
+
+  A config that names subtrees is a later stage (e.g. configs/camnet.py:
+  quick on a trained SFNet); training it from scratch would be a silent
+  mistake.
+  """
+  init = config.get('init_from')
+  if init is not None and init.subtrees and not init.workdir:
+    raise SemcorrError(
+        f'init_from.subtrees={tuple(init.subtrees)} names what to copy from '
+        'another run, but init_from.workdir is not set: pass '
+        '--config.init_from.workdir=<a trained run> (or '
+        "--config.init_from.subtrees='()' to start from scratch).")
+
+
 def apply_init_from(method: methods.Method, state: Any,
                     config: ml_collections.ConfigDict,
                     mesh: jax.sharding.Mesh) -> Any:
   """Copies `config.init_from`'s variables (another run) into a fresh state."""
+  check_init_from(config)
   init = config.init_from
   if not init.workdir:
     return state
@@ -253,6 +270,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     steps = total_train_steps(config)
     method = methods.get(config.method)(config, steps)
     check_batch_keys(method, config.data)
+    check_init_from(config)
     pipeline.num_examples(config.data, 'train')  # builds a real source
     return steps, method, Evaluations(config, method, workdir)
   total_steps, method, evaluations = first_process_first(prepare)

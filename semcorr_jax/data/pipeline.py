@@ -46,6 +46,9 @@ hold every value; nothing here supplies a default):
   flip_prob: probability of a horizontal flip of the scene.
   color_jitter: brightness/contrast/saturation/hue strength (two
     independent draws, one per view); 0 disables it.
+  occluders: most occluding objects pasted on each view (1 to this many per
+    view; their pixels lose their correspondence, see data/occluders.py);
+    0 = none.
   data_dir: TFDS data directory (voc2012, pf_pascal); None = TFDS default.
   manual_dir: folder holding the downloaded files: the VOC tar / extracted
     files (voc2012), or PF-dataset-PASCAL/ and the split CSVs (pf_pascal,

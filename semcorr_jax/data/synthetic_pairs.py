@@ -2,8 +2,9 @@
 
 Example `i` of seed `s` takes scene `streams.item_of(i, N, ...)` of the split
 (a fresh permutation of the N scenes per epoch), resizes it to `image_size`
-and warps it twice (`warps.make_pair`) with the stateless seed
-`fold_in(fold_in(split_seed(s, split), 0), i)`; nothing else is random.
+and warps it twice (`warps.make_pair`, occluders included) with the
+stateless seed `fold_in(fold_in(split_seed(s, split), 0), i)`; nothing else
+is random.
 
 One example (the batch format of docs/architecture.md, no batch axis):
 
@@ -55,7 +56,8 @@ def warp_config(data_config) -> warps.WarpConfig:
       tps_std=float(data_config.tps_std),
       tps_prob=float(data_config.tps_prob),
       flip_prob=float(data_config.flip_prob),
-      color_jitter=float(data_config.color_jitter))
+      color_jitter=float(data_config.color_jitter),
+      occluders=int(data_config.occluders))
 
 
 def example_fn(data_config, source: sources.SceneSource, split: str,

@@ -31,6 +31,7 @@ import functools
 import numpy as np
 import tensorflow as tf
 
+from semcorr_jax.data import occluders as occluders_lib
 from semcorr_jax.data import tps
 
 _ALG = 'philox'  # Fixed so that a seed gives the same numbers on every host.
@@ -52,6 +53,7 @@ class WarpConfig:
     tps_prob: probability of a TPS per view when `warp == 'mixed'`.
     flip_prob: probability of a horizontal flip of the base image and mask.
     color_jitter: brightness/contrast/saturation/hue strength, per view.
+    occluders: most occluding objects per view (occluders.py); 0 = none.
   """
   warp: str = 'affine'
   affine_std: float = 0.15
@@ -59,6 +61,7 @@ class WarpConfig:
   tps_prob: float = 0.5
   flip_prob: float = 0.5
   color_jitter: float = 0.1
+  occluders: int = 0
 
 
 def uniform(seed, shape=(), minval=0.0, maxval=1.0) -> tf.Tensor:
@@ -265,7 +268,9 @@ def make_pair(image, mask, seed, config: WarpConfig) -> dict[str, tf.Tensor]:
     config: a `WarpConfig`.
 
   Returns:
-    The dict of `render_pair`.
+    The dict of `render_pair`, with `config.occluders` occluders pasted on
+    each view and the ground truth updated (`occluders.occlude_pair`, its own
+    seed stream: the warps and jitters are those of `occluders=0`).
   """
   u_seed, n_seed = split_seed(seed, 2)
   flip_u, u_s, u_t = tf.split(uniform(u_seed, (1 + 2 * _VIEW_UNIFORMS,)),
@@ -281,9 +286,10 @@ def make_pair(image, mask, seed, config: WarpConfig) -> dict[str, tf.Tensor]:
     strength = config.color_jitter
     views.append(_jitter(image, strength * (2.0 * u[:4] - 1.0))
                  if strength > 0 else image)
-  return render_pair(views[0], views[1], mask,
+  pair = render_pair(views[0], views[1], mask,
                      _warp_from_noise(u_s[4:], n_s, config),
                      _warp_from_noise(u_t[4:], n_t, config))
+  return occluders_lib.occlude_pair(pair, seed, config.occluders)
 
 
 def render_pair(image_s, image_t, mask, warp_s: Warp,

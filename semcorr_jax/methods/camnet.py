@@ -100,14 +100,21 @@ class CAMNetMethod(base.Method):
                 'mapping_st', 'mapping_ts', 'valid_st', 'valid_ts')
   # Options added after the first CAMNet runs; those runs used these.
   legacy_defaults = {'model.confidence_inputs': 'features_flow',
+                     'model.refine_readout': 'none',
+                     'model.refine_coordinates': False,
                      'loss.update_flow_weight': 0.0,
                      'disc_optimizer.weight_decay': 0.0,
                      'disc_optimizer.momentum': None,
                      'disc_optimizer.grad_clip_norm': None}
 
+  # With a refinement network, its own flow F_u is scored too.
+  UPDATE_FLOW = outputs.Flow('update', (), 'updated flow F_u of U (Eq. 2)')
+
   def __init__(self, config, total_steps: int):
     check_config(config)
     super().__init__(config, total_steps)
+    if config.model.refinement != 'none':
+      self.flows = outputs.check((*type(self).flows, self.UPDATE_FLOW))
 
   def build_model(self) -> camnet_model.CAMNet:
     return camnet_model.build(self.config)
@@ -362,7 +369,9 @@ class CAMNetMethod(base.Method):
     refine = variables['params'].get('refinement')
     if refine is None:
       return
-    channels = refine['stem']['kernel'].shape[2]
+    # One channel per cell of the other image, + (x, y) when U reads them.
+    channels = (refine['stem']['kernel'].shape[2]
+                - 2 * bool(self.config.model.refine_coordinates))
     spec = self.model.base.backbone_spec
     stride = spec.feature_strides()[spec.features[0]]
     # Every stride-2 layer of both backbones rounds up (SAME / torchvision).
@@ -382,7 +391,8 @@ class CAMNetMethod(base.Method):
 
     Returns:
       'mapping_st'/'_ts' (B, H, W, 2) the refined mappings in input pixels,
-      'base_mapping_st'/'_ts' the base network's, 'feature_mapping_st'/'_ts'
+      'base_mapping_st'/'_ts' the base network's, 'update_mapping_st'/'_ts'
+      U's F_u (with refinement), 'feature_mapping_st'/'_ts'
       the refined ones in feature cells, and with confidence-aware
       refinement 'confidence_st'/'_ts' (B, H, W) in [0, 1] (the refined
       flow's, on the grid of the image the mapping starts from) and
@@ -393,7 +403,9 @@ class CAMNetMethod(base.Method):
     hw = out['feature_hw']
     src_hw, tgt_hw = source.shape[1:3], target.shape[1:3]
     result = {}
-    for prefix in ('', 'base_'):
+    prefixes = ('', 'base_') + (('update_',) if 'update_mapping_st' in out
+                                 else ())
+    for prefix in prefixes:
       result[f'{prefix}mapping_st'] = geometry.resize_mapping(
           out[f'{prefix}mapping_st'], src_hw, hw, tgt_hw)
       result[f'{prefix}mapping_ts'] = geometry.resize_mapping(

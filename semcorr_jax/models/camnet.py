@@ -24,8 +24,10 @@ Choices the paper leaves open (configs/camnet.py states them too):
   two-way softmax of the paper with one logit fixed at 0.
 * U is a DenseNet-style block (stem conv, `refine_layers` layers of
   BN-ReLU-3x3 conv with `refine_growth` channels concatenated, BN-ReLU) and
-  a 3x3 conv to two channels: F_u in normalised units. The last conv starts
-  at zero, so F_u starts as the identity mapping.
+  a 3x3 conv to two channels, over the correlation and every cell's own
+  normalised position. The two channels are a displacement added to the
+  soft-argmax read-out of the correlation (`RefinementNet` says why); the
+  last conv starts at zero, so F_u starts as that read-out.
 * `refinement='plain'` (Table 3, "Baseline + Refinement") feeds U the bare
   correlation and takes F_r = F_u; `'none'` is the base network alone.
 
@@ -49,6 +51,7 @@ from semcorr_jax.models import sfnet
 Array = jax.Array
 
 REFINEMENTS = ('none', 'plain', 'confidence_aware')
+READOUTS = ('soft_argmax', 'none')
 CONFIDENCE_INPUTS = ('features_flow', 'features_flow_match')
 
 
@@ -127,24 +130,53 @@ class ConfidenceNet(nn.Module):
     return logit[..., 0].astype(jnp.float32)
 
 
+def cell_coordinates(h: int, w: int) -> Array:
+  """Every cell's own position in SFNet's normalised units.
+
+  Returns:
+    (h, w, 2) (x, y) in [-1, 1], cell centres (`geometry.normalize_coords`
+    of the integer grid).
+  """
+  return geometry.normalize_coords(geometry.pixel_grid(h, w), h, w)
+
+
 class RefinementNet(nn.Module):
   """U(C_b, S): updated flow from the (confidence-weighted) correlation (Eq. 2).
+
+  Position-aware: a stack of zero-padded convolutions over a correlation
+  whose channels index absolute cells of the other image is equivariant to
+  translations of the source grid, so away from the border it cannot output
+  a displacement that depends on where the cell is. Two parts make U able to
+  represent correspondences (docs/camnet.md):
+  * every cell's normalised (x, y) is appended to its input channels, so the
+    convolutions can turn an absolute match into a displacement;
+  * `readout='soft_argmax'`: F_u is the soft-argmax of the bare correlation
+    (inverse temperature `beta`) plus the network's 2-channel output, a
+    displacement that starts at zero. `readout='none'`: F_u is the cell's
+    own position plus that displacement (identity at initialisation).
 
   Attributes:
     width: channels of the stem conv.
     growth: channels each dense layer adds.
     num_layers: dense layers.
     dtype: compute dtype.
+    readout: 'soft_argmax' | 'none' (above).
+    beta: the soft-argmax's inverse temperature.
+    coordinates: append the cells' positions to the input (False: the
+      translation-equivariant U of the first CAMNet runs).
   """
   width: int
   growth: int
   num_layers: int
   dtype: Any
+  readout: str = 'soft_argmax'
+  beta: float = 50.0
+  coordinates: bool = True
 
   @nn.compact
   def __call__(self, corr: Array, confidence: Array | None, train: bool
                ) -> Array:
-    """Flow update.
+    """Updated flow F_u.
 
     Args:
       corr: (B, h, w, hb, wb) correlation normalised over b (S^{b<-a} of the
@@ -153,12 +185,15 @@ class RefinementNet(nn.Module):
       train: BatchNorm mode.
 
     Returns:
-      (B, h, w, 2) F_u in normalised units (zero at initialisation).
+      (B, h, w, 2) F_u as positions in b, in normalised units.
     """
     b, h, w, hb, wb = corr.shape
     x = corr.reshape(b, h, w, hb * wb)
     if confidence is not None:
       x = x * confidence[..., None]
+    own = cell_coordinates(h, w)
+    if self.coordinates:
+      x = jnp.concatenate([x, jnp.broadcast_to(own, (b, h, w, 2))], axis=-1)
     x = nn.Conv(self.width, (3, 3), padding=1, dtype=self.dtype,
                 param_dtype=jnp.float32, name='stem')(x.astype(self.dtype))
     for i in range(self.num_layers):
@@ -168,10 +203,16 @@ class RefinementNet(nn.Module):
                   name=f'dense{i}')(y)
       x = jnp.concatenate([x, y], axis=-1)
     x = nn.relu(_batch_norm(train, self.dtype, 'bn_out')(x))
-    flow = nn.Conv(2, (3, 3), padding=1, dtype=jnp.float32,
-                   param_dtype=jnp.float32, kernel_init=nn.initializers.zeros,
-                   name='flow')(x)
-    return flow.astype(jnp.float32)
+    displacement = nn.Conv(2, (3, 3), padding=1, dtype=jnp.float32,
+                           param_dtype=jnp.float32,
+                           kernel_init=nn.initializers.zeros,
+                           name='flow')(x).astype(jnp.float32)
+    if self.readout == 'soft_argmax':
+      start = geometry.normalize_coords(
+          geometry.soft_argmax(corr.astype(jnp.float32), self.beta), hb, wb)
+    else:
+      start = own
+    return start + displacement
 
 
 class CAMNet(nn.Module):
@@ -187,7 +228,9 @@ class CAMNet(nn.Module):
       the flow starts from and the flow) or 'features_flow_match' (also the
       other image's features read at the matches and their cosine
       similarity, so C can compare what the flow pairs up).
-    refine_width, refine_growth, refine_layers: RefinementNet.
+    refine_width, refine_growth, refine_layers, refine_readout,
+      refine_coordinates: RefinementNet's width, growth, num_layers,
+      readout, coordinates (its beta is the base network's).
   """
   base: sfnet.SFNet
   refinement: str
@@ -198,6 +241,8 @@ class CAMNet(nn.Module):
   refine_width: int
   refine_growth: int
   refine_layers: int
+  refine_readout: str
+  refine_coordinates: bool
 
   @classmethod
   def from_config(cls, cfg: ml_collections.ConfigDict,
@@ -212,6 +257,9 @@ class CAMNet(nn.Module):
     if cfg.confidence_inputs not in CONFIDENCE_INPUTS:
       raise ValueError(f'model.confidence_inputs={cfg.confidence_inputs!r}; '
                        f'use one of {CONFIDENCE_INPUTS}')
+    if cfg.refine_readout not in READOUTS:
+      raise ValueError(f'model.refine_readout={cfg.refine_readout!r}; use '
+                       f'one of {READOUTS}')
     if cfg.refinement not in REFINEMENTS:
       raise ValueError(f'model.refinement={cfg.refinement!r}; use one of '
                        f'{REFINEMENTS}')
@@ -224,7 +272,9 @@ class CAMNet(nn.Module):
         confidence_inputs=cfg.confidence_inputs,
         refine_width=cfg.refine_width,
         refine_growth=cfg.refine_growth,
-        refine_layers=cfg.refine_layers)
+        refine_layers=cfg.refine_layers,
+        refine_readout=cfg.refine_readout,
+        refine_coordinates=bool(cfg.refine_coordinates))
 
   @property
   def has_confidence(self) -> bool:
@@ -265,6 +315,9 @@ class CAMNet(nn.Module):
         self.confidence_layers, dtype=dtype, name='confidence')
     refine_net = RefinementNet(self.refine_width, self.refine_growth,
                                self.refine_layers, dtype=dtype,
+                               readout=self.refine_readout,
+                               beta=self.base.beta,
+                               coordinates=self.refine_coordinates,
                                name='refinement')
 
     # Both directions go through the heads in one batch (shared weights):
@@ -289,8 +342,8 @@ class CAMNet(nn.Module):
     if self.has_confidence:
       base_logit = confidence_logit(base_map)
       base_conf = jax.nn.sigmoid(base_logit)
-    update = geometry.normalized_to_mapping(
-        refine_net(corr, base_conf, train), hw)
+    update = geometry.denormalize_coords(
+        refine_net(corr, base_conf, train), hw[0], hw[1])
     if self.has_confidence:
       refined = fuse_flows(base_map, update, base_conf)
       refined_logit = confidence_logit(refined)

@@ -143,7 +143,8 @@ def test_param_groups_put_the_base_backbone_apart(method, state):
 
 
 def test_declared_flows_split_the_predictions(method, state, batch):
-  assert [f.name for f in method.flows] == ['final', 'base']
+  # F_r, F_b and U's own F_u (Eq. 2), which has no confidence.
+  assert [f.name for f in method.flows] == ['final', 'base', 'update']
   out = jax.eval_shape(method.predict, method.inference_variables(state),
                        batch['source_image'], batch['target_image'])
   split = outputs.split(method.flows, out)
@@ -152,6 +153,12 @@ def test_declared_flows_split_the_predictions(method, state, batch):
                                 'confidence_ts'}, name
     for key, value in split[name].items():
       assert value is out[prefix + key]
+  assert set(split['update']) == {'mapping_st', 'mapping_ts'}
+  for key, value in split['update'].items():
+    assert value is out['update_' + key]
+  # The base network alone (Table 3, 'sfnet') has no F_u.
+  alone = methods.get('camnet')(_config('test,sfnet'), total_steps=1)
+  assert [f.name for f in alone.flows] == ['final', 'base']
   # Without confidence (Table 3, 'refinement'), the flows have no extras.
   plain = methods.get('camnet')(_config('test,refinement'), total_steps=1)
   shapes = jax.eval_shape(plain.init_state, jax.random.key(0), batch)
@@ -159,7 +166,8 @@ def test_declared_flows_split_the_predictions(method, state, batch):
                        batch['source_image'], batch['target_image'])
   assert {k: set(v) for k, v in outputs.split(plain.flows, out).items()} == {
       'final': {'mapping_st', 'mapping_ts'},
-      'base': {'mapping_st', 'mapping_ts'}}
+      'base': {'mapping_st', 'mapping_ts'},
+      'update': {'mapping_st', 'mapping_ts'}}
 
 
 def test_batch_keys_are_what_the_synthetic_pipeline_yields(method, config):
@@ -357,11 +365,13 @@ def test_predict_keys_and_shapes(method, state, batch):
   assert set(out) == {
       'mapping_st', 'mapping_ts', 'base_mapping_st', 'base_mapping_ts',
       'feature_mapping_st', 'feature_mapping_ts', 'confidence_st',
-      'confidence_ts', 'base_confidence_st', 'base_confidence_ts'}
+      'confidence_ts', 'base_confidence_st', 'base_confidence_ts',
+      'update_mapping_st', 'update_mapping_ts'}
   scale = (IMAGE - 1) / (GRID - 1)
   for d in ('st', 'ts'):
     assert out[f'mapping_{d}'].shape == (B, IMAGE, IMAGE, 2)
     assert out[f'base_mapping_{d}'].shape == (B, IMAGE, IMAGE, 2)
+    assert out[f'update_mapping_{d}'].shape == (B, IMAGE, IMAGE, 2)
     assert out[f'feature_mapping_{d}'].shape == (B, GRID, GRID, 2)
     for name in ('confidence', 'base_confidence'):
       conf = np.asarray(out[f'{name}_{d}'])
@@ -377,7 +387,8 @@ def test_predict_keys_and_shapes(method, state, batch):
                        batch['source_image'], batch['target_image'])
   assert set(out) == {'mapping_st', 'mapping_ts', 'base_mapping_st',
                       'base_mapping_ts', 'feature_mapping_st',
-                      'feature_mapping_ts'}
+                      'feature_mapping_ts', 'update_mapping_st',
+                      'update_mapping_ts'}
 
 
 # --- the discriminator's inputs -----------------------------------------------

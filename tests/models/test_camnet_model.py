@@ -168,9 +168,10 @@ def test_table3_rows_params_and_outputs(row, refinement, has_update,
   for d in ('st', 'ts'):
     assert out[f'mapping_{d}'].shape == (B, GRID, GRID, 2)
   if has_update:
-    # U's stem reads the h_b w_b = 16 correlation channels of every cell.
+    # U's stem reads the h_b w_b = 16 correlation channels of every cell
+    # and its (x, y).
     assert shapes['params']['refinement']['stem']['kernel'].shape == (
-        3, 3, GRID * GRID, config.model.refine_width)
+        3, 3, GRID * GRID + 2, config.model.refine_width)
   if has_confidence:
     # 1x1 projection of the adapted features (layer3 128 + layer4 256 ch.).
     assert shapes['params']['confidence']['project']['kernel'].shape == (
@@ -212,19 +213,21 @@ def _match_model():
   return camnet.build(config)
 
 
-def test_update_is_the_identity_grid_at_init(variables, apply_fn, batch):
+def test_update_is_the_soft_argmax_readout_at_init(variables, apply_fn, batch):
   flow_conv = variables['params']['refinement']['flow']
   np.testing.assert_array_equal(flow_conv['kernel'], 0.0)
   np.testing.assert_array_equal(flow_conv['bias'], 0.0)
   out = apply_fn(variables, batch['source_image'], batch['target_image'])
-  ident = np.broadcast_to(geometry.pixel_grid(GRID, GRID), (B, GRID, GRID, 2))
+  beta = _config().model.beta
   for d in ('st', 'ts'):
-    np.testing.assert_allclose(out[f'update_mapping_{d}'], ident, atol=1e-6)
-    # So at init F_r = C_b F_b + (1 - C_b) * identity.
+    readout = geometry.soft_argmax(out[f'corr_{d}'], beta)
+    np.testing.assert_allclose(out[f'update_mapping_{d}'], readout,
+                               atol=1e-5)
+    # So at init F_r = C_b F_b + (1 - C_b) * soft-argmax(S).
     np.testing.assert_allclose(
         out[f'mapping_{d}'],
-        camnet.fuse_flows(out[f'base_mapping_{d}'], ident,
-                          out[f'base_confidence_{d}']), rtol=1e-6, atol=1e-6)
+        camnet.fuse_flows(out[f'base_mapping_{d}'], readout,
+                          out[f'base_confidence_{d}']), rtol=1e-5, atol=1e-5)
 
 
 def test_refined_mapping_is_the_fusion_of_base_and_update(variables, apply_fn,
@@ -372,3 +375,134 @@ def test_patch_discriminator_sigmoid_output():
   # The pair is ordered: swapping warped and reference changes the scores.
   swapped = jax.jit(linear.apply)(variables, reference, warped)
   assert float(jnp.max(jnp.abs(swapped - raw))) > 1e-4
+
+
+# --- U must be able to represent correspondences (position-aware) ------------
+
+_U_GRID = 10      # source cells per side
+_U_MARGIN = 3     # the target grid is larger by 2 margins: every match exists
+
+
+def _translation_batch(key, batch=8, channels=16):
+  """Correlations of random features under random integer translations.
+
+  Source cell p matches target cell p + margin + d with d in [-3, 3]^2 per
+  pair; the target grid is (grid + 2 margin)^2 so every match exists.
+
+  Returns:
+    corr (B, g, g, g + 2m, g + 2m) ReLU'd cosine, L2-normalised over the
+    target; the true mapping (B, g, g, 2) in target cells.
+  """
+  g, m = _U_GRID, _U_MARGIN
+  kf, kd = jax.random.split(key)
+  target = jax.random.normal(kf, (batch, g + 2 * m, g + 2 * m, channels))
+  d = jax.random.randint(kd, (batch, 2), -m, m + 1)
+  source = jax.vmap(lambda f, dx, dy: jax.lax.dynamic_slice(
+      f, (m + dy, m + dx, 0), (g, g, channels)))(target, d[:, 0], d[:, 1])
+  corr = geometry.normalize_over_b(jax.nn.relu(geometry.correlation_4d(
+      geometry.l2_normalize(source), geometry.l2_normalize(target))))
+  truth = (geometry.pixel_grid(g, g)[None] + m
+           + d[:, None, None, :].astype(jnp.float32))
+  return corr, truth
+
+
+def _train_refinement(net, steps, lr=1e-2):
+  """Trains U alone on `_translation_batch`; returns its end-point error
+  (B, g, g) in target cells on a fresh batch."""
+  import optax  # pylint: disable=g-import-not-at-top
+  size = _U_GRID + 2 * _U_MARGIN
+  corr, _ = _translation_batch(jax.random.key(0))
+  variables = net.init(jax.random.key(1), corr, None, False)
+  tx = optax.adam(lr)
+
+  def loss_fn(params, stats, corr, truth):
+    out, updates = net.apply({'params': params, 'batch_stats': stats}, corr,
+                             None, True, mutable=['batch_stats'])
+    error = geometry.denormalize_coords(out, size, size) - truth
+    return (jnp.mean(jnp.sqrt(jnp.sum(error ** 2, -1) + 1e-6)),
+            updates['batch_stats'])
+
+  @jax.jit
+  def step(params, stats, opt_state, key):
+    corr, truth = _translation_batch(key)
+    (_, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        params, stats, corr, truth)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), stats, opt_state
+
+  params, stats = variables['params'], variables['batch_stats']
+  opt_state = tx.init(params)
+  for i in range(steps):
+    params, stats, opt_state = step(params, stats, opt_state,
+                                    jax.random.key(100 + i))
+  corr, truth = _translation_batch(jax.random.key(999))
+  out = net.apply({'params': params, 'batch_stats': stats}, corr, None, False)
+  return jnp.linalg.norm(
+      geometry.denormalize_coords(out, size, size) - truth, axis=-1)
+
+
+def _interior(error):
+  # U below has 3 convs of 3x3: cells >= 3 from the border never see the
+  # zero padding.
+  return float(jnp.mean(error[:, 3:-3, 3:-3]))
+
+
+@pytest.mark.slow
+def test_refinement_with_coordinates_learns_translations_old_u_cannot():
+  """A translation-equivariant U (no position input, displacement output)
+  cannot output a position-dependent displacement away from the border; the
+  position channels make it learnable (sub-cell error in 400 steps)."""
+  def net(coordinates):
+    return camnet.RefinementNet(32, 16, 1, jnp.float32, readout='none',
+                                coordinates=coordinates)
+  with_position = _interior(_train_refinement(net(True), 400))
+  without = _interior(_train_refinement(net(False), 400))
+  assert with_position < 1.0, with_position
+  # d is uniform on [-3, 3]^2: the best constant output is ~2.2 cells off.
+  assert without > 1.5, without
+
+
+def test_refinement_readout_starts_at_soft_argmax_and_learns():
+  corr, truth = _translation_batch(jax.random.key(5))
+  size = _U_GRID + 2 * _U_MARGIN
+  net = camnet.RefinementNet(16, 8, 1, jnp.float32, readout='soft_argmax',
+                             beta=50.0)
+  variables = net.init(jax.random.key(1), corr, None, False)
+  out = net.apply(variables, corr, None, False)
+  np.testing.assert_allclose(
+      geometry.denormalize_coords(out, size, size),
+      geometry.soft_argmax(corr, 50.0), atol=1e-4)
+  error = _train_refinement(net, 60)
+  assert _interior(error) < 0.5, _interior(error)
+
+
+def test_refinement_output_depends_on_position():
+  """With non-zero weights, the same correlation pattern translated by d
+  moves U's output at interior cells (the old U's was exactly equal)."""
+  g = 12
+  key = jax.random.key(3)
+  features = jax.random.normal(key, (1, g, g, 8))
+  corr = geometry.normalize_over_b(jax.nn.relu(geometry.correlation_4d(
+      geometry.l2_normalize(features), geometry.l2_normalize(features))))
+  # Identity correlation vs the same correlation for a pair translated by
+  # (3, 2): source cell p then shows the pattern of cell p + (3, 2).
+  # Source features f(p + d) against the target f: S_d(p, q) = S(p + d, q).
+  shifted = jnp.roll(corr, shift=(-2, -3), axis=(1, 2))
+  outs = {}
+  for coordinates in (False, True):
+    net = camnet.RefinementNet(8, 4, 1, jnp.float32, readout='none',
+                               coordinates=coordinates)
+    variables = net.init(jax.random.key(0), corr, None, False)
+    variables = jax.tree.map(
+        lambda v: v + 0.1 * jax.random.normal(jax.random.key(7), v.shape),
+        variables)
+    # The displacements U outputs (readout='none' adds the own position).
+    own = camnet.cell_coordinates(g, g)
+    a = net.apply(variables, corr, None, False) - own
+    b = net.apply(variables, shifted, None, False) - own
+    # Cell p of `shifted` holds what cell p + (3, 2) of `corr` holds.
+    outs[coordinates] = float(jnp.max(jnp.abs(
+        jnp.roll(a, shift=(-2, -3), axis=(1, 2))[:, 3:-6, 3:-6]
+        - b[:, 3:-6, 3:-6])))
+  assert outs[False] < 1e-5, outs
+  assert outs[True] > 1e-2, outs

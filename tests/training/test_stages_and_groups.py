@@ -118,6 +118,19 @@ def test_method_that_needs_dense_ground_truth_refuses_real_pairs(
     train.check_batch_keys(method, config.data)
 
 
+def test_subtrees_without_a_run_to_read_are_one_clear_error(
+    load_config, tmp_path):
+  # configs/camnet.py:quick is a second stage: it names the subtrees.
+  config = load_config('camnet', **{
+      'init_from.subtrees': ('params:params/base',)})
+  workdir = tmp_path / 'run'
+  with pytest.raises(SemcorrError, match=r'init_from.workdir is not set.*'
+                     r'--config.init_from.workdir='):
+    train.train_and_evaluate(config, str(workdir))
+  assert not workdir.exists() or not any(workdir.iterdir())
+  train.check_init_from(load_config('camnet'))  # no subtrees: fine
+
+
 @pytest.mark.slow  # trains a tiny SFNet
 def test_camnet_starts_from_a_trained_sfnet_through_init_from(
     load_config, tmp_path):
