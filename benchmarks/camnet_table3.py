@@ -22,6 +22,7 @@ seed's value) is printed and written to `--output`.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -39,6 +40,8 @@ from semcorr_jax import train  # noqa: E402  pylint: disable=g-import-not-at-top
 
 REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO_DIR, 'configs')
+# Table 3's rows; configs/camnet.py ABLATIONS may hold more (e.g.
+# 'full_cues'), which --rows can name.
 ROWS = ('sfnet', 'refinement', 'confidence', 'full')
 BASE = 'base'  # the run every row starts from
 # An SFNet run's variables go under CAMNet's `base`.
@@ -87,6 +90,15 @@ def row_config(row: str, variant: str, seed: int, root: str):
                                      'init_from.subtrees': ()})
   return config_files.load(f'{camnet},{row}',
                            {**start, 'init_from.subtrees': BASE_SUBTREES})
+
+
+def camnet_rows() -> tuple[str, ...]:
+  """The rows configs/camnet.py defines (its ABLATIONS)."""
+  spec = importlib.util.spec_from_file_location(
+      'camnet_config', os.path.join(CONFIGS, 'camnet.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return tuple(module.ABLATIONS)
 
 
 def run_dir(root: str, row: str, seed: int) -> str:
@@ -167,9 +179,10 @@ def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   rows = list(FLAGS.rows)
-  unknown = sorted(set(rows) - set(ROWS))
+  known = ('sfnet', *camnet_rows())
+  unknown = sorted(set(rows) - set(known))
   if unknown:
-    raise app.UsageError(f'unknown rows {unknown}; use {ROWS}')
+    raise app.UsageError(f'unknown rows {unknown}; use {known}')
   try:
     seeds = [int(s) for s in FLAGS.seeds]
   except ValueError as e:

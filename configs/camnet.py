@@ -5,17 +5,18 @@ Paper 000 (Huang, Wang, He; ACCV 2020) on the SFNet base network
 
 * `test`: seconds; a tiny backbone at 64x64 for unit tests.
 * `quick`: the embedded default dataset on a 2-core CPU in minutes, with the
-  `quick` SFNet's backbone (EfficientNet-Lite0 when installed, else a random
-  ResNet-50/16):
+  `quick` SFNet's backbone and pairs (EfficientNet-Lite0 when installed;
+  affine + TPS warps and occluders). A second stage: 150 steps starting
+  from a trained `configs/sfnet.py:quick` run (its variables go under
+  CAMNet's `base`; without `init_from.workdir` the run stops with one
+  error):
 
-    semcorr-train --config=configs/camnet.py:quick --workdir=runs/camnet_quick
+    semcorr-train --config=configs/sfnet.py:quick --workdir=runs/sfnet_quick
+    semcorr-train --config=configs/camnet.py:quick --workdir=runs/camnet_quick \
+      --config.init_from.workdir=runs/sfnet_quick
 
-  28 minutes measured on a shared 2-core CPU (3.6 s per step in
-  benchmarks/throughput.py there). Measured at the end (printed; runs/camnet_quick/eval/
-  synthetic.md after `semcorr-eval --workdir=runs/camnet_quick`): held-out
-  PCK@0.05 / 0.1 0.922 / 0.983 (refined flow) vs 0.923 / 0.984 (its base
-  flow) vs 0.323 / 0.591 untrained; confidence ROC AUC 0.67 at alpha 0.1
-  (docs/camnet.md has every Table-3 row).
+  About 5 minutes for the second stage on a 2-core CPU. Expected: see
+  docs/camnet.md (Table-3 rows x 3 seeds, `benchmarks/camnet_table3.py`).
 * `paper`: ResNet-101 at 320x320 on PASCAL VOC 2012 segmentation pairs
   (PF-PASCAL test images excluded), the paper's loss weights, batch 16:
 
@@ -62,8 +63,10 @@ Not in the paper, chosen here (and stated in semcorr_jax/models/camnet.py):
 * the confidence net: 1x1 projection of both adapted taps to 64 channels,
   the normalised flow (no gradient), 3 x (3x3 conv, BN, ReLU) of width 64,
   one logit + sigmoid;
-* the refinement net: 3x3 stem to 128 channels, 4 DenseNet layers of growth
-  32, a zero-initialised 3x3 conv to the flow in normalised units;
+* the refinement net: the correlation (times C_b) and each cell's own
+  normalised (x, y) in, 3x3 stem to 128 channels, 4 DenseNet layers of
+  growth 32, a zero-initialised 3x3 conv to a displacement added to the
+  soft-argmax read-out of the correlation (docs/camnet.md says why);
 * the discriminator: pix2pix 70x70 PatchGAN (width 64, 3 stride-2 layers)
   with instance norm and a sigmoid output (the paper's "values between 0 and
   1"); real pairs are the source warped by the ground truth, masked like the
@@ -92,6 +95,10 @@ ABLATIONS = {
     'confidence': {'model.refinement': 'confidence_aware',
                    'gan.enabled': False},
     'full': {'model.refinement': 'confidence_aware', 'gan.enabled': True},
+    # Not in the paper: the full model whose confidence also reads the
+    # flow's forward-backward error and the correlation peak.
+    'full_cues': {'model.refinement': 'confidence_aware', 'gan.enabled': True,
+                  'model.confidence_inputs': 'features_flow_match_cues'},
 }
 _SFNET_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                              'sfnet.py')
@@ -117,7 +124,9 @@ def get_config(variant: str = 'quick') -> ml_collections.ConfigDict:
       confidence_width=64,
       confidence_layers=3,
       # 'features_flow' (Eq. 1) | 'features_flow_match' (+ the other
-      # image's features at the matches and their cosine similarity)
+      # image's features at the matches and their cosine similarity) |
+      # 'features_flow_match_cues' (+ forward-backward error, correlation
+      # peak: models/camnet.py `consistency_cues`)
       confidence_inputs='features_flow',
       refine_width=128,
       refine_growth=32,

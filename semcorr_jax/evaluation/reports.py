@@ -67,7 +67,7 @@ def format_comparison(trained: Mapping[str, Any],
     alphas: rows to show; default the results' own alphas.
 
   Returns:
-    The table, one row per metric (PCK alpha_img per alpha, PCK alpha_bbox
+    The table, one row per metric (PCK alpha_bbox per alpha, PCK alpha_img
     per alpha, end-point error) of the primary flow; with several flows
     (`trained['flows']`) a second table of every flow side by side, and for
     flows with confidences a table of the confidence metrics
@@ -91,8 +91,10 @@ def _metric_table(cols: Sequence[tuple[str, Mapping[str, Any]]],
   lines = ['| metric | ' + ' | '.join(n for n, _ in cols) + ' |',
            '|---|' + '---:|' * len(cols)]
   keys = [pck_lib.alpha_key(a) for a in alphas]
-  rows = [(f'PCK@{k} (alpha_img)', f'pck@{k}') for k in keys]
-  rows += [(f'PCK@{k} (alpha_bbox)', f'pck_bbox@{k}') for k in keys]
+  # alpha_bbox first: the object-relative threshold is the headline (an
+  # image-relative one flatters pairs whose object is small).
+  rows = [(f'PCK@{k} (alpha_bbox)', f'pck_bbox@{k}') for k in keys]
+  rows += [(f'PCK@{k} (alpha_img)', f'pck@{k}') for k in keys]
   rows.append(('end-point error (px)', 'epe'))
   prefixes = list(prefixes) * len(cols) if len(prefixes) == 1 else prefixes
   for name, key in rows:

@@ -52,7 +52,8 @@ Array = jax.Array
 
 REFINEMENTS = ('none', 'plain', 'confidence_aware')
 READOUTS = ('soft_argmax', 'none')
-CONFIDENCE_INPUTS = ('features_flow', 'features_flow_match')
+CONFIDENCE_INPUTS = ('features_flow', 'features_flow_match',
+                     'features_flow_match_cues')
 
 
 def fuse_flows(base: Array, update: Array, confidence: Array) -> Array:
@@ -71,6 +72,28 @@ def fuse_flows(base: Array, update: Array, confidence: Array) -> Array:
   """
   c = confidence[..., None]
   return base * c + update * (1.0 - c)
+
+
+def consistency_cues(mapping: Array, corr: Array, batch: int) -> Array:
+  """Two per-cell correctness cues no network has to learn.
+
+  Args:
+    mapping: (2B, h, w, 2) mappings in cells, rows [st; ts] (the layout of
+      CAMNet's heads), so row i's reverse mapping is row (i + B) mod 2B.
+    corr: (2B, h, w, h, w) the correlations the mappings come from.
+    batch: B.
+
+  Returns:
+    (2B, h, w, 2) without gradient: log(1 + forward-backward error in
+    cells) of each mapping against its reverse, and the correlation's
+    maximum over the other image.
+  """
+  mapping = jax.lax.stop_gradient(mapping)
+  reverse = jnp.concatenate([mapping[batch:], mapping[:batch]], axis=0)
+  cycle = jnp.log1p(geometry.cycle_error(mapping, reverse))
+  n, h, w = corr.shape[:3]
+  peak = jnp.max(corr.reshape(n, h, w, -1), axis=-1)
+  return jax.lax.stop_gradient(jnp.stack([cycle, peak], axis=-1))
 
 
 def _batch_norm(train: bool, dtype: Any, name: str | None = None
@@ -97,7 +120,8 @@ class ConfidenceNet(nn.Module):
 
   @nn.compact
   def __call__(self, features: Array, flow: Array, train: bool,
-               matched: Array | None = None) -> Array:
+               matched: Array | None = None,
+               cues: Array | None = None) -> Array:
     """Confidence logits.
 
     Args:
@@ -107,6 +131,8 @@ class ConfidenceNet(nn.Module):
       matched: optional (B, h, w, C) the other image's features read at
         the flow's matches; adds them (projected) and their cosine
         similarity with `features` to the input.
+      cues: optional (B, h, w, K) per-cell scalars appended to the input
+        (e.g. the flow's forward-backward error).
 
     Returns:
       (B, h, w) float32 logits.
@@ -119,6 +145,8 @@ class ConfidenceNet(nn.Module):
                        * geometry.l2_normalize(matched), axis=-1,
                        keepdims=True)
       parts += [project(matched), cosine.astype(self.dtype)]
+    if cues is not None:
+      parts.append(cues.astype(self.dtype))
     x = jnp.concatenate(parts, axis=-1)
     for i in range(self.num_layers):
       x = nn.Conv(self.width, (3, 3), padding=1, use_bias=False,
@@ -228,6 +256,8 @@ class CAMNet(nn.Module):
       the flow starts from and the flow) or 'features_flow_match' (also the
       other image's features read at the matches and their cosine
       similarity, so C can compare what the flow pairs up).
+      'features_flow_match_cues' adds `consistency_cues` (the flow's
+      forward-backward error and the correlation's peak).
     refine_width, refine_growth, refine_layers, refine_readout,
       refine_coordinates: RefinementNet's width, growth, num_layers,
       readout, coordinates (its beta is the base network's).
@@ -328,16 +358,19 @@ class CAMNet(nn.Module):
     feats = jnp.concatenate([features['st'], features['ts']], axis=0)
     others = jnp.concatenate([features['ts'], features['st']], axis=0)
 
+    b = source.shape[0]
+
     def confidence_logit(mapping: Array) -> Array:
       # The confidence judges the flow; it does not bend it.
       mapping = jax.lax.stop_gradient(mapping)
       flow = geometry.normalized_flow(mapping, hw)
-      matched = None
-      if self.confidence_inputs == 'features_flow_match':
+      matched, cues = None, None
+      if self.confidence_inputs != 'features_flow':
         matched = geometry.bilinear_sample(others, mapping)
-      return confidence_net(feats, flow, train, matched)
+      if self.confidence_inputs == 'features_flow_match_cues':
+        cues = consistency_cues(mapping, corr, b)
+      return confidence_net(feats, flow, train, matched, cues)
 
-    b = source.shape[0]
     base_conf = None
     if self.has_confidence:
       base_logit = confidence_logit(base_map)

@@ -506,3 +506,36 @@ def test_refinement_output_depends_on_position():
         - b[:, 3:-6, 3:-6])))
   assert outs[False] < 1e-5, outs
   assert outs[True] > 1e-2, outs
+
+
+def test_consistency_cues_cycle_error_and_peak():
+  b, g = 2, 5
+  grid = geometry.pixel_grid(g, g)
+  shift = jnp.asarray([1.0, 0.0])
+  # st moves one cell right, ts one cell left: consistent inside the grid.
+  st = jnp.broadcast_to(grid + shift, (b, g, g, 2))
+  ts = jnp.broadcast_to(grid - shift, (b, g, g, 2))
+  # The second st row is off by 2 cells in y: its round trip misses by 2.
+  st = st.at[1].add(jnp.asarray([0.0, 2.0]))
+  corr = jax.random.uniform(jax.random.key(0), (2 * b, g, g, g, g))
+  cues = camnet.consistency_cues(jnp.concatenate([st, ts]), corr, b)
+  assert cues.shape == (2 * b, g, g, 2)
+  # Cells whose round trip stays inside the grid.
+  rows, cols = slice(0, g - 3), slice(1, g - 1)
+  np.testing.assert_allclose(cues[0, rows, cols, 0], 0.0, atol=1e-5)
+  np.testing.assert_allclose(cues[1, rows, cols, 0], np.log1p(2.0),
+                             rtol=1e-5)
+  np.testing.assert_allclose(
+      cues[..., 1], corr.reshape(2 * b, g, g, -1).max(-1), rtol=1e-6)
+
+
+def test_confidence_cues_widen_the_confidence_input():
+  image = jnp.zeros((B, IMAGE, IMAGE, 3))
+  config = _config()
+  config.unlock()
+  config.model.confidence_inputs = 'features_flow_match_cues'
+  model = camnet.build(config)
+  shapes = jax.eval_shape(model.init, jax.random.key(0), image, image)
+  conv0 = shapes['params']['confidence']['conv0']['kernel']
+  # Both projections (8 + 8), the flow (2), the cosine (1), the 2 cues.
+  assert conv0.shape == (3, 3, 8 + 8 + 2 + 1 + 2, 8)
