@@ -87,7 +87,7 @@ def test_camnet_step_parts_record(bench):
   assert record['config'] == 'test'
   assert record['config_file'] == 'configs/camnet.py'
   assert record['method'] == 'camnet'
-  assert record['flows'] == ['final', 'base']
+  assert record['flows'] == ['final', 'base', 'update']
   assert record['batch_size'] == record['device_count'] == 1
   parts = record['step_parts']
   assert list(parts) == ['generator', 'discriminator']  # CAMNet's order
