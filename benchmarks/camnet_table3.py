@@ -35,6 +35,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 from absl import app  # noqa: E402  pylint: disable=g-import-not-at-top
 from absl import flags  # noqa: E402  pylint: disable=g-import-not-at-top
 
+from semcorr_jax.errors import SemcorrError  # noqa: E402  pylint: disable=g-import-not-at-top
 from semcorr_jax import config_files  # noqa: E402  pylint: disable=g-import-not-at-top
 from semcorr_jax import train  # noqa: E402  pylint: disable=g-import-not-at-top
 
@@ -201,6 +202,13 @@ def main(argv: Sequence[str]) -> None:
   print(f'written: {output}')
 
 
+def main_or_exit(argv: Sequence[str]) -> None:
+  try:
+    main(argv)
+  except SemcorrError as e:  # bad workdir, config or data: one line
+    raise SystemExit(f'%s: {e}' % os.path.basename(__file__)) from None
+
+
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  app.run(main_or_exit)

@@ -26,6 +26,7 @@ import jax  # noqa: E402  pylint: disable=g-import-not-at-top
 import jax.numpy as jnp  # noqa: E402  pylint: disable=g-import-not-at-top
 import numpy as np  # noqa: E402  pylint: disable=g-import-not-at-top
 
+from semcorr_jax.errors import SemcorrError  # noqa: E402  pylint: disable=g-import-not-at-top
 from semcorr_jax import geometry  # noqa: E402  pylint: disable=g-import-not-at-top
 from semcorr_jax import workdirs  # noqa: E402  pylint: disable=g-import-not-at-top
 from semcorr_jax.evaluation import confidence  # noqa: E402  pylint: disable=g-import-not-at-top
@@ -102,6 +103,13 @@ def main(argv: Sequence[str]) -> None:
     print(f'  ROC AUC of {name}: {auc:.3f}')
 
 
+def main_or_exit(argv: Sequence[str]) -> None:
+  try:
+    main(argv)
+  except SemcorrError as e:  # bad workdir, config or data: one line
+    raise SystemExit(f'%s: {e}' % os.path.basename(__file__)) from None
+
+
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  app.run(main_or_exit)

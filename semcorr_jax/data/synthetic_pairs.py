@@ -51,6 +51,10 @@ def warp_config(data_config) -> warps.WarpConfig:
     raise errors.SemcorrError(
         "data.warp must be 'affine', 'tps' or 'mixed', got "
         f'{data_config.warp!r}.')
+  occluders = data_config.occluders
+  if isinstance(occluders, bool) or int(occluders) != occluders or occluders < 0:
+    raise errors.SemcorrError(
+        f'data.occluders must be a whole number >= 0, got {occluders!r}.')
   return warps.WarpConfig(
       warp=data_config.warp, affine_std=float(data_config.affine_std),
       tps_std=float(data_config.tps_std),

@@ -2,11 +2,14 @@
 
 import dataclasses
 
+import ml_collections
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from semcorr_jax.data import occluders
+from semcorr_jax.data import synthetic_pairs
+from semcorr_jax.errors import SemcorrError
 from semcorr_jax.data import warps
 from semcorr_jax.evaluation import keypoints as kp
 
@@ -130,3 +133,12 @@ def test_near_reads_the_four_pixels_around_a_point():
                         [3.0, 3.0], [np.nan, 0.0]]])
   got = occluders.near(tf.constant(cover), tf.constant(points)).numpy()
   np.testing.assert_array_equal(got, [[1, 1, 1, 0, 0, 0]])
+
+
+@pytest.mark.parametrize('bad', [-1, 1.5, True])
+def test_bad_occluder_count_is_one_clear_error(bad):
+  config = ml_collections.ConfigDict(dict(
+      warp='affine', affine_std=0.15, tps_std=0.4, tps_prob=0.0,
+      flip_prob=0.5, color_jitter=0.1, occluders=bad))
+  with pytest.raises(SemcorrError, match='data.occluders must be a whole'):
+    synthetic_pairs.warp_config(config)
