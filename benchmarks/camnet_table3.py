@@ -180,7 +180,7 @@ def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   rows = list(FLAGS.rows)
-  known = ('sfnet', *camnet_rows())
+  known = tuple(dict.fromkeys(('sfnet', *camnet_rows())))
   unknown = sorted(set(rows) - set(known))
   if unknown:
     raise app.UsageError(f'unknown rows {unknown}; use {known}')
