@@ -17,7 +17,9 @@ fine-tunes:
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import sys
 
 from absl import flags
@@ -26,6 +28,7 @@ from ml_collections import config_flags
 
 from semcorr_jax import checkpointing
 from semcorr_jax import methods
+from semcorr_jax import output_paths
 from semcorr_jax import parallel
 from semcorr_jax import workdirs
 from semcorr_jax.cli import common
@@ -46,19 +49,22 @@ def import_to_workdir(checkpoint, config, workdir: str) -> str:
     checkpoint: the release file (or its content, see
       `sfnet_release.import_sfnet_release`).
     config: an `sfnet` config, e.g. configs/sfnet.py:paper.
-    workdir: a new folder, or one without checkpoints.
+    workdir: a new folder, or one without checkpoints; checked to be
+      writable before anything is read. If writing fails, what was written
+      is removed (a workdir created here, with it).
 
   Returns:
     The absolute workdir.
 
   Raises:
-    SemcorrError: not an `sfnet` config, a workdir with checkpoints, or a
-      release that does not fit the model.
+    SemcorrError: not an `sfnet` config, an unwritable workdir or one with
+      checkpoints, or a release that does not fit the model.
+    OSError: writing failed (e.g. a full disk).
   """
   if config.method != 'sfnet':
     raise SemcorrError(f'config.method is {config.method!r}; the SFNet '
                        "release needs an 'sfnet' config")
-  workdir = os.path.abspath(os.path.expanduser(workdir))
+  workdir = output_paths.check_writable_dir(workdir, '--workdir')
   ckpt_dir = os.path.join(workdir, checkpointing.CHECKPOINT_DIR)
   if os.path.isdir(ckpt_dir) and os.listdir(ckpt_dir):
     raise SemcorrError(f'{workdir} already has checkpoints; use a new '
@@ -78,17 +84,52 @@ def import_to_workdir(checkpoint, config, workdir: str) -> str:
                                                  method.model.levels)
   # The fresh optimiser state does not depend on the parameter values.
   state = method.with_state_variables(state, variables)
-  checkpointing.save_config(workdir, config)
-  ckpt = checkpointing.Checkpointer(workdir)
+  source = (os.path.abspath(checkpoint)
+            if isinstance(checkpoint, (str, os.PathLike)) else 'mapping')
+  undo = _Undo(workdir)
   try:
-    source = (os.path.abspath(checkpoint)
-              if isinstance(checkpoint, (str, os.PathLike)) else 'mapping')
-    ckpt.save(0, state, {'step': 0, 'data_index': 0, 'seed': config.seed,
-                         'imported_from': source}, force=True)
-    ckpt.wait()
-  finally:
-    ckpt.close()
+    checkpointing.save_config(workdir, config)
+    ckpt = checkpointing.Checkpointer(workdir)
+    try:
+      ckpt.save(0, state, {'step': 0, 'data_index': 0, 'seed': config.seed,
+                           'imported_from': source}, force=True)
+      ckpt.wait()
+    finally:
+      ckpt.close()
+  except BaseException:
+    undo()
+    raise
   return workdir
+
+
+class _Undo:
+  """Removes what a failed import wrote, leaving the workdir as it was."""
+
+  def __init__(self, workdir: str):
+    self.workdir = workdir
+    self.created = not os.path.lexists(workdir)
+    self.config = os.path.join(workdir, checkpointing.CONFIG_FILE)
+    self.old_config = None
+    if os.path.isfile(self.config):
+      with open(self.config, 'rb') as f:
+        self.old_config = f.read()
+    self.ckpt_dir = os.path.join(workdir, checkpointing.CHECKPOINT_DIR)
+    self.had_ckpt_dir = os.path.isdir(self.ckpt_dir)
+
+  def __call__(self) -> None:
+    if self.created:
+      shutil.rmtree(self.workdir, ignore_errors=True)
+      return
+    if not self.had_ckpt_dir:
+      shutil.rmtree(self.ckpt_dir, ignore_errors=True)
+    with contextlib.suppress(OSError):
+      os.unlink(self.config + '.tmp')
+    with contextlib.suppress(OSError):
+      if self.old_config is None:
+        os.unlink(self.config)
+      else:
+        with open(self.config, 'wb') as f:
+          f.write(self.old_config)
 
 
 @common.main_wrapper

@@ -24,8 +24,10 @@ convert it here with `--input`:
   python -m semcorr_jax.weights.fetch resnet101 \
     --input resnet101-63fe2227.pth --output ~/weights/resnet101.npz
 
-Every failure (no network, hash mismatch, incomplete file) is one
-`SemcorrError` line and exit status 1.
+The output location (and, with `--keep_download`, the download's final
+name) is checked before anything is downloaded or read. Every failure (an
+unwritable output, no network, hash mismatch, incomplete file, a full disk)
+is one `error:` line and exit status 1; nothing half-written is left.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ import urllib.request
 
 import numpy as np
 
+from semcorr_jax import output_paths
 from semcorr_jax.errors import SemcorrError
 from semcorr_jax.models import resnet as resnet_lib
 from semcorr_jax.weights import torch_pickle
@@ -135,16 +138,22 @@ def download(model: Model, directory: str, timeout: float = 60.0) -> str:
 
 
 def write_npz(state: dict[str, np.ndarray], output: str) -> None:
-  """Writes `state` to `output` through a temporary file and a rename."""
+  """Writes `state` to `output` through a temporary file and a rename.
+
+  Raises:
+    SemcorrError: writing failed (the temporary file is removed).
+  """
   fd, tmp = tempfile.mkstemp(suffix='.npz.part',
                              dir=os.path.dirname(output) or '.')
   try:
     with os.fdopen(fd, 'wb') as f:
       np.savez(f, **state)  # A file object: no '.npz' appended.
     os.replace(tmp, output)
-  except BaseException:
+  except BaseException as e:
     if os.path.exists(tmp):
       os.unlink(tmp)
+    if isinstance(e, OSError):  # A full disk, a folder removed meanwhile.
+      raise SemcorrError(f'cannot write {output}: {e.strerror or e}') from e
     raise
 
 
@@ -185,7 +194,14 @@ def fetch(name: str, output, input_path=None, keep_download: bool = False,
   output = os.path.abspath(os.path.expanduser(os.fspath(output)))
   if not output.endswith('.npz'):
     raise SemcorrError(f'--output {output} must end in .npz')
+  # Every output is checked before anything is downloaded or read.
+  output = output_paths.check_writable_output(output, '--output',
+                                              make_parents=True)
   directory = os.path.dirname(output)
+  kept = os.path.join(directory, model.file_name)
+  if keep_download and input_path is None and os.path.isdir(kept):
+    raise SemcorrError(f'--keep_download: {kept} is a folder; move it away '
+                       'or leave out --keep_download')
   os.makedirs(directory, exist_ok=True)
   if input_path is not None:
     input_path = os.path.expanduser(os.fspath(input_path))
@@ -199,7 +215,7 @@ def fetch(name: str, output, input_path=None, keep_download: bool = False,
     try:
       state = convert(tmp, model, output)
       if keep_download:
-        os.replace(tmp, os.path.join(directory, model.file_name))
+        os.replace(tmp, kept)
     finally:
       if os.path.exists(tmp):
         os.unlink(tmp)
@@ -229,6 +245,10 @@ def main(argv=None) -> int:
           args.keep_download, args.timeout)
   except SemcorrError as e:
     print(f'error: {e}', file=sys.stderr)
+    return 1
+  except OSError as e:  # A full disk, a folder removed meanwhile, ...
+    where = f'{e.filename}: ' if e.filename else ''
+    print(f'error: {where}{e.strerror or e}', file=sys.stderr)
     return 1
   return 0
 

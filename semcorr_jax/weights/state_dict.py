@@ -26,6 +26,7 @@ Every failure (missing file, corrupt or unsafe file, unknown format) raises a
 """
 
 from collections.abc import Mapping
+import contextlib
 import os
 import pathlib
 import sys
@@ -112,10 +113,29 @@ def save_npz(state_dict: Mapping[str, object], path) -> None:
   Args:
     state_dict: e.g. `torchvision.models.resnet101(...).state_dict()` (torch
       tensors are moved to CPU; bfloat16 becomes float32) or numpy arrays.
-    path: output path; '.npz' is appended by numpy when missing.
+    path: output path; '.npz' is appended when missing. Written to a
+      temporary name and renamed: a failure leaves no file.
   """
   arrays = {str(k): _to_numpy(v, k, path) for k, v in state_dict.items()}
-  np.savez(path, **arrays)
+  path = os.fspath(path)
+  if not path.endswith('.npz'):
+    path += '.npz'
+  with _atomic(path) as tmp:
+    with open(tmp, 'wb') as f:
+      np.savez(f, **arrays)  # A file object: no '.npz' appended.
+
+
+@contextlib.contextmanager
+def _atomic(path: str):
+  """Yields a temporary name beside `path`, renamed to it on success only."""
+  tmp = path + '.tmp'
+  try:
+    yield tmp
+    os.replace(tmp, path)
+  except BaseException:
+    with contextlib.suppress(OSError):
+      os.unlink(tmp)
+    raise
 
 
 # numpy dtype -> legacy torch storage class, for `save_torch_file`.
@@ -209,7 +229,8 @@ def save_torch_file(state_dict: Mapping[str, object], path) -> None:
 
   `torch.load(path, weights_only=True)` returns an OrderedDict of tensors
   (nested mappings stay nested, Python numbers stay numbers); no torch is
-  needed to write it. The file is written to a temporary name and renamed.
+  needed to write it. The file is written to a temporary name and renamed
+  (removed on failure).
 
   Args:
     state_dict: {key: numpy array, torch tensor, number, or nested mapping}.
@@ -223,14 +244,13 @@ def save_torch_file(state_dict: Mapping[str, object], path) -> None:
   writer.value(state_dict)
   writer.out += b'.'  # STOP
   archive = 'archive/'
-  tmp = path + '.tmp'
-  with zipfile.ZipFile(tmp, 'w', zipfile.ZIP_STORED) as z:
-    z.writestr(archive + 'data.pkl', bytes(writer.out))
-    z.writestr(archive + 'byteorder', 'little')
-    for key, data in writer.storages:
-      z.writestr(f'{archive}data/{key}', data)
-    z.writestr(archive + 'version', '3\n')
-  os.replace(tmp, path)
+  with _atomic(path) as tmp:
+    with zipfile.ZipFile(tmp, 'w', zipfile.ZIP_STORED) as z:
+      z.writestr(archive + 'data.pkl', bytes(writer.out))
+      z.writestr(archive + 'byteorder', 'little')
+      for key, data in writer.storages:
+        z.writestr(f'{archive}data/{key}', data)
+      z.writestr(archive + 'version', '3\n')
 
 
 def main(argv=None) -> int:
@@ -249,6 +269,10 @@ def main(argv=None) -> int:
       save_npz(state, argv[1])
   except SemcorrError as e:
     print(f'error: {e}', file=sys.stderr)
+    return 1
+  except OSError as e:  # A full disk, an unwritable folder, ...
+    where = f'{e.filename}: ' if e.filename else ''
+    print(f'error: {where}{e.strerror or e}', file=sys.stderr)
     return 1
   print(f'wrote {len(state)} arrays to {argv[1]}')
   return 0

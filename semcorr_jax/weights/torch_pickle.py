@@ -25,6 +25,12 @@ that a pickle cannot modify. Any other global (`os.system`,
 `UnsafePickleError` naming it, before anything it names can run. Tensor
 views are checked against their storage's bounds.
 
+Memory is capped (`torch_limits`): a tensor, a storage or a zip record
+declared larger than the caps, a stride-0 or overlapping view larger than
+its storage, or a deflated record inflating far beyond its size is refused
+before it is allocated; keyword arguments or environment variables raise
+the caps for a trusted file.
+
   state = read_torch_file('resnet101-63fe2227.pth')   # {key: np.ndarray}
   ckpt = read_torch_checkpoint('best_checkpoint.pt')  # nested, as saved
 """
@@ -34,6 +40,7 @@ from __future__ import annotations
 import collections
 from collections.abc import Mapping
 import functools
+import io
 import math
 import os
 import pickle
@@ -44,6 +51,7 @@ import ml_dtypes  # bfloat16 / float8 numpy dtypes (installed with jax)
 import numpy as np
 
 from semcorr_jax.errors import SemcorrError
+from semcorr_jax.weights import torch_limits
 
 _MAGIC_NUMBER = 0x1950a86a20f9469cfc6c
 _PROTOCOL_VERSION = 1001
@@ -231,9 +239,14 @@ def _unpickle(file, storages=None):
   return _Unpickler(file, {} if storages is None else storages).load()
 
 
-def _array(t: _Tensor, buffers: Mapping[str, bytes], big_endian: bool
+def _array(t: _Tensor, buffers: Mapping[str, bytes], big_endian: bool,
+           budget: torch_limits.Budget | None = None, name: str = ''
            ) -> np.ndarray:
-  """The tensor's values as a fresh C-contiguous array (bounds-checked)."""
+  """The tensor's values as a fresh C-contiguous array (bounds-checked).
+
+  `budget` (default: the default caps) is charged before the copy; `name`
+  names the tensor in its errors.
+  """
   s = t.storage
   dtype = t.dtype.newbyteorder('>') if big_endian else t.dtype
   item = dtype.itemsize
@@ -248,32 +261,37 @@ def _array(t: _Tensor, buffers: Mapping[str, bytes], big_endian: bool
       not all(isinstance(v, int) and v >= 0 for v in ints)):
     raise SemcorrError(f'malformed tensor size {t.size} / stride '
                        f'{t.stride} / offset {t.offset}')
+  budget = budget or torch_limits.Budget()
   if math.prod(t.size) == 0:
     return np.zeros(t.size, t.dtype)
   last = t.offset + sum((n - 1) * st for n, st in zip(t.size, t.stride))
   if last >= values.size:
     raise SemcorrError(f'a tensor of size {t.size} reads past the '
                        f'end of its storage ({values.size} elements)')
+  budget.tensor(name or '?', t.size, t.dtype, t.stride, len(data))
   view = np.lib.stride_tricks.as_strided(
       values[t.offset:], t.size, [st * item for st in t.stride],
       writeable=False)
   return np.array(view, t.dtype, order='C')  # A copy; keeps 0-d.
 
 
-def _resolve(obj, buffers, big_endian):
+def _resolve(obj, buffers, big_endian, budget, name=''):
   """Replaces the `_Tensor`s in nested containers by numpy arrays."""
   if isinstance(obj, _Tensor):
-    return _array(obj, buffers, big_endian)
+    return _array(obj, buffers, big_endian, budget, name)
+  prefix = f'{name}.' if name else ''
   if isinstance(obj, Mapping):
-    return {k: _resolve(v, buffers, big_endian) for k, v in obj.items()}
+    return {k: _resolve(v, buffers, big_endian, budget, f'{prefix}{k}')
+            for k, v in obj.items()}
   if isinstance(obj, (list, tuple)):
-    return type(obj)(_resolve(v, buffers, big_endian) for v in obj)
+    return type(obj)(_resolve(v, buffers, big_endian, budget, f'{prefix}{i}')
+                     for i, v in enumerate(obj))
   if isinstance(obj, (_Storage, _StorageType, _DType)):
     raise SemcorrError('holds a bare storage or dtype, not tensors')
   return obj
 
 
-def _read_zip(path: str):
+def _read_zip(path: str, budget: torch_limits.Budget):
   with zipfile.ZipFile(path) as archive:
     names = archive.namelist()
     pickles = [n for n in names
@@ -285,11 +303,15 @@ def _read_zip(path: str):
                          'not a torch.save file')
     prefix = pickles[0][:-len('data.pkl')]
     storages = {}
-    with archive.open(pickles[0]) as f:
-      obj = _unpickle(f, storages)
+    pickled = torch_limits.read_member(archive, pickles[0], budget,
+                                       storage=False)
+    obj = _unpickle(io.BytesIO(pickled), storages)
+    del pickled
     big_endian = False
     if prefix + 'byteorder' in names:
-      order = archive.read(prefix + 'byteorder').decode('ascii').strip()
+      order = torch_limits.read_member(archive, prefix + 'byteorder', budget,
+                                       storage=False)
+      order = order[:16].decode('ascii').strip()
       if order not in ('little', 'big'):
         raise SemcorrError(f'unknown byte order {order!r}')
       big_endian = order == 'big'
@@ -298,11 +320,11 @@ def _read_zip(path: str):
       record = f'{prefix}data/{key}'
       if record not in names:
         raise SemcorrError(f'storage record {record} is missing')
-      buffers[key] = archive.read(record)
+      buffers[key] = torch_limits.read_member(archive, record, budget)
   return obj, buffers, big_endian
 
 
-def _read_legacy(path: str):
+def _read_legacy(path: str, budget: torch_limits.Budget):
   with open(path, 'rb') as f:
     head = f.read(512)
     if len(head) >= 262 and head[257:262] == b'ustar':
@@ -335,14 +357,27 @@ def _read_legacy(path: str):
       if numel * s.dtype.itemsize != s.nbytes:
         raise SemcorrError(f'storage {key!r} holds {numel} elements, '
                            f'the pickle says {s.nbytes // s.dtype.itemsize}')
+      left = os.fstat(f.fileno()).st_size - f.tell()
+      if s.nbytes > left:
+        raise SemcorrError(
+            f'storage {key!r} declares {torch_limits.format_bytes(s.nbytes)} '
+            f'but only {left} bytes of the file are left: truncated at '
+            'storage or malformed')
+      budget.storage(s.nbytes, f'storage {key!r}')
       buffers[key] = f.read(s.nbytes)
       if len(buffers[key]) != s.nbytes:
         raise SemcorrError(f'truncated at storage {key!r}')
   return obj, buffers, big_endian
 
 
-def read_torch_checkpoint(path):
+def read_torch_checkpoint(path, *, max_tensor_bytes=None,
+                          max_total_bytes=None, max_zip_ratio=None):
   """Reads a `torch.save` file (either format) as nested containers.
+
+  Args:
+    path: the file.
+    max_tensor_bytes, max_total_bytes, max_zip_ratio: the memory caps (see
+      `torch_limits`); None: SEMCORR_TORCH_MAX_* or the defaults.
 
   Returns:
     What was saved, every tensor/parameter a C-contiguous numpy array in its
@@ -351,15 +386,20 @@ def read_torch_checkpoint(path):
 
   Raises:
     UnsafePickleError: the pickle names a global outside the allowlist.
-    SemcorrError: missing, truncated, malformed or unsupported file.
+    SemcorrError: missing, truncated, malformed or unsupported file, or one
+      over a cap (a memory bomb), or a bad cap setting.
   """
   path = os.fspath(path)
+  limits = torch_limits.Limits.resolve(
+      max_tensor_bytes=max_tensor_bytes, max_total_bytes=max_total_bytes,
+      max_zip_ratio=max_zip_ratio)
   if not os.path.isfile(path):
     raise SemcorrError(f'{path}: no such file')
+  budget = torch_limits.Budget(limits)
   try:
     reader = _read_zip if zipfile.is_zipfile(path) else _read_legacy
-    obj, buffers, big_endian = reader(path)
-    return _resolve(obj, buffers, big_endian)
+    obj, buffers, big_endian = reader(path, budget)
+    return _resolve(obj, buffers, big_endian, budget)
   except SemcorrError as e:
     if str(e).startswith(path):
       raise
@@ -390,17 +430,18 @@ def flatten_state_dict(tree, path='', prefix='') -> dict[str, np.ndarray]:
   return out
 
 
-def read_torch_file(path) -> dict[str, np.ndarray]:
+def read_torch_file(path, **caps) -> dict[str, np.ndarray]:
   """Reads a `torch.save` state dict (either format) as {key: np.ndarray}.
 
   Wrapped weights (`{'state_dict': {...}, 'epoch': 3}`, `{'model': ...}`)
   are unwrapped; nested state dicts are flattened with '.' (`{'state_dict1':
   {'conv1.0.weight': w}}` -> 'state_dict1.conv1.0.weight'); keys and arrays
-  in file order and dtypes. Errors as `read_torch_checkpoint`'s, and a
-  `SemcorrError` for a non-tensor entry.
+  in file order and dtypes. `caps`: `read_torch_checkpoint`'s
+  (`max_tensor_bytes`, `max_total_bytes`, `max_zip_ratio`). Errors as
+  `read_torch_checkpoint`'s, and a `SemcorrError` for a non-tensor entry.
   """
   path = os.fspath(path)
-  state = read_torch_checkpoint(path)
+  state = read_torch_checkpoint(path, **caps)
   for wrapper in _WRAPPERS:
     if isinstance(state, Mapping) and isinstance(state.get(wrapper), Mapping):
       state = state[wrapper]

@@ -9,8 +9,10 @@ scaled down.
 """
 
 import ast
+import errno
 import importlib
 import json
+import os
 import pathlib
 import tomllib
 
@@ -19,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from semcorr_jax import checkpointing
 from semcorr_jax import config_files
 from semcorr_jax import workdirs
 from semcorr_jax.cli import import_sfnet
@@ -183,10 +186,54 @@ def test_workdir_is_evaluable(tiny, tmp_path, capsys):
     import_sfnet.import_to_workdir(path, config, workdir)
 
 
+@pytest.mark.parametrize('case', ['a_file', 'under_a_file', 'read_only'])
+def test_unwritable_workdir_is_refused_before_reading(tmp_path, monkeypatch,
+                                                      case):
+  def read(*args, **kwargs):
+    raise AssertionError('read the release before checking --workdir')
+  monkeypatch.setattr(sfnet_release, 'read_release', read)
+  (tmp_path / 'file').write_text('x')
+  workdir = {'a_file': tmp_path / 'file',
+             'under_a_file': tmp_path / 'file' / 'run',
+             'read_only': tmp_path / 'ro' / 'run'}[case]
+  if case == 'read_only':
+    (tmp_path / 'ro').mkdir()
+    os.chmod(tmp_path / 'ro', 0o555)
+    real_access = os.access
+    # As root, permissions do not bind: emulate them.
+    monkeypatch.setattr(os, 'access', lambda p, mode, **kw: (
+        not (os.path.samefile(p, tmp_path / 'ro') and mode & os.W_OK)
+        and real_access(p, mode, **kw)))
+  before = sorted(tmp_path.rglob('*'))
+  with pytest.raises(SemcorrError, match=f'--workdir {workdir}') as info:
+    import_sfnet.import_to_workdir('best_checkpoint.pt', _config('test', TINY),
+                                   workdir)
+  if case == 'read_only':
+    os.chmod(tmp_path / 'ro', 0o755)
+  assert '\n' not in str(info.value)
+  assert sorted(tmp_path.rglob('*')) == before
+
+
+def test_failed_import_leaves_no_workdir(tiny, tmp_path, monkeypatch):
+  _, _, release = tiny
+  path = tmp_path / 'best_checkpoint.pt'
+  save_torch_file(release, path)
+
+  def full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+  monkeypatch.setattr(checkpointing.Checkpointer, 'save', full)
+  with pytest.raises(OSError, match='No space left'):
+    import_sfnet.import_to_workdir(path, _config('test', TINY),
+                                   tmp_path / 'run')
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['best_checkpoint.pt']
+
+
 def test_weights_import_no_higher_layer():
   # Readers and converters sit under the methods, the trainer and the CLI;
   # writing workdirs is the CLI's (semcorr_jax/cli/import_sfnet.py).
-  allowed = ('semcorr_jax.errors', 'semcorr_jax.models.', 'semcorr_jax.weights')
+  # semcorr_jax.output_paths (path checks) sits beside errors, under all.
+  allowed = ('semcorr_jax.errors', 'semcorr_jax.output_paths',
+             'semcorr_jax.models.', 'semcorr_jax.weights')
   for path in (ROOT / 'semcorr_jax' / 'weights').glob('*.py'):
     for node in ast.walk(ast.parse(path.read_text())):
       if isinstance(node, ast.ImportFrom) and node.module:

@@ -5,6 +5,7 @@ written by tests/fixtures/make_torch_pickle_fixtures.py with torch 2.x); no
 test here needs torch.
 """
 
+import errno
 import io
 import os
 import pathlib
@@ -235,3 +236,30 @@ def test_non_tensor_entries_are_named(tmp_path):
   with pytest.raises(SemcorrError, match="'arch' is a str"):
     torch_pickle.read_torch_file(path)
   assert torch_pickle.read_torch_checkpoint(path)['arch'] == 'resnet'
+
+
+def test_failed_write_leaves_nothing(tmp_path, monkeypatch, capsys):
+  real_writestr = zipfile.ZipFile.writestr
+
+  def full(self, name, data, *args, **kwargs):
+    if '/data/' in str(getattr(name, 'filename', name)):
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return real_writestr(self, name, data, *args, **kwargs)
+  monkeypatch.setattr(zipfile.ZipFile, 'writestr', full)
+  with pytest.raises(OSError, match='No space left'):
+    state_dict_lib.save_torch_file({'w': np.ones(2)}, tmp_path / 'w.pth')
+  assert not list(tmp_path.iterdir())
+  # The converter says so in one line.
+  assert state_dict_lib.main([str(ZIP), str(tmp_path / 'c.pth')]) == 1
+  err = capsys.readouterr().err
+  assert err.count('\n') == 1 and 'No space left' in err
+  assert not list(tmp_path.iterdir())
+  real_savez = np.savez
+
+  def half_then_full(file, **arrays):
+    real_savez(file, **arrays)
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+  monkeypatch.setattr(np, 'savez', half_then_full)
+  assert state_dict_lib.main([str(ZIP), str(tmp_path / 'c.npz')]) == 1
+  assert 'No space left' in capsys.readouterr().err
+  assert not list(tmp_path.iterdir())

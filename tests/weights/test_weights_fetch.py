@@ -5,7 +5,9 @@ layout ResNet that the test writes (`save_torch_file`), registered as a
 model with its own sha256 prefix; the real URLs are only checked for form.
 """
 
+import errno
 import hashlib
+import os
 import urllib.error
 import urllib.request
 
@@ -129,3 +131,83 @@ def test_bad_arguments(tmp_path):
     fetch.fetch('vgg16', tmp_path / 'w.npz')
   with pytest.raises(SemcorrError, match='no such file'):
     fetch.fetch('resnet50', tmp_path / 'w.npz', input_path=tmp_path / 'n.pth')
+
+
+# --- Output locations are checked before any download or conversion. ---
+
+
+def _no_download(monkeypatch):
+  def urlopen(*args, **kwargs):
+    raise AssertionError('downloaded before checking --output')
+  monkeypatch.setattr(urllib.request, 'urlopen', urlopen)
+
+
+def _deny_writes_to(monkeypatch, folder):
+  """chmod a-w `folder`; as root (permissions do not bind) emulate them."""
+  os.chmod(folder, 0o555)
+  if os.geteuid() == 0:
+    real_access = os.access
+
+    def access(path, mode, **kwargs):
+      if os.path.samefile(path, folder) and mode & os.W_OK:
+        return False
+      return real_access(path, mode, **kwargs)
+    monkeypatch.setattr(os, 'access', access)
+
+
+@pytest.mark.parametrize('case', ['under_a_file', 'a_folder', 'read_only',
+                                  'keep_download_onto_folder'])
+def test_unwritable_output_is_one_line_before_download(tmp_path, monkeypatch,
+                                                        capsys, case):
+  _no_download(monkeypatch)
+  args = []
+  if case == 'under_a_file':
+    (tmp_path / 'file').write_text('x')
+    out = tmp_path / 'file' / 'sub' / 'resnet50.npz'
+  elif case == 'a_folder':
+    out = tmp_path / 'dir.npz'
+    out.mkdir()
+  elif case == 'read_only':
+    (tmp_path / 'ro').mkdir()
+    out = tmp_path / 'ro' / 'resnet50.npz'
+    _deny_writes_to(monkeypatch, tmp_path / 'ro')
+  else:
+    out = tmp_path / 'resnet50.npz'
+    (tmp_path / fetch.MODELS['resnet50'].file_name).mkdir()
+    args = ['--keep_download']
+  before = sorted(tmp_path.rglob('*'))
+  try:
+    assert fetch.main(['resnet50', '--output', str(out)] + args) == 1
+  finally:
+    if (tmp_path / 'ro').exists():
+      os.chmod(tmp_path / 'ro', 0o755)
+  err = capsys.readouterr().err
+  assert err.startswith('error: ') and err.count('\n') == 1, err
+  assert '--' in err and str(tmp_path) in err
+  assert sorted(tmp_path.rglob('*')) == before  # Nothing created or left.
+
+
+def test_output_checked_before_reading_input(tmp_path, monkeypatch, capsys):
+  def read(*args, **kwargs):
+    raise AssertionError('read --input before checking --output')
+  monkeypatch.setattr(fetch, 'sha256_of', read)
+  (tmp_path / 'in.pth').write_bytes(b'x')
+  out = tmp_path / 'out.npz'
+  out.mkdir()
+  assert fetch.main(['resnet50', '--input', str(tmp_path / 'in.pth'),
+                     '--output', str(out)]) == 1
+  assert 'is a folder' in capsys.readouterr().err
+
+
+def test_full_disk_while_writing_is_one_line(tiny_state, tmp_path, monkeypatch,
+                                             capsys):
+  _serve(tmp_path, monkeypatch, tiny_state)
+  out_dir = tmp_path / 'out'
+
+  def full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+  monkeypatch.setattr(np, 'savez', full)
+  assert fetch.main(['tiny', '--output', str(out_dir / 'tiny.npz')]) == 1
+  err = capsys.readouterr().err
+  assert err.count('\n') == 1 and 'No space left' in err, err
+  assert not list(out_dir.iterdir())  # Neither .part nor .npz left.
