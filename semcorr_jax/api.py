@@ -2,7 +2,7 @@
 
   import semcorr_jax
   matcher = semcorr_jax.load('runs/sfnet_quick')
-  out = matcher.match(source, target)  # (H, W, 3) uint8 or float in [0, 1]
+  out = matcher.match(source, target)  # (H, W, 3) uint8/[0, 1], or files
   out['mapping_st']  # (H_s, W_s, 2): target (x, y) for every source pixel
   points_t = matcher.transfer_keypoints(source, target, points_s)
 
@@ -16,14 +16,17 @@ source pixel (x, y). Conventions: docs/architecture.md.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from semcorr_jax import background_noise
 from semcorr_jax import checkpointing
 from semcorr_jax import geometry
+from semcorr_jax import image_files
 from semcorr_jax import outputs
 from semcorr_jax import workdirs
 from semcorr_jax.errors import SemcorrError
@@ -40,12 +43,18 @@ def check_image(image: Any, name: str = 'image') -> np.ndarray:
   """Validates one image and returns it as (H, W, 3) float32 in [0, 1].
 
   Args:
-    image: (H, W, 3) uint8, or float in [0, 1].
+    image: (H, W, 3) uint8, or float in [0, 1]; or an image file (str,
+      bytes or os.PathLike path) or `skimage:<name>`, read as semcorr-match
+      reads it (`image_files.read_image`: EXIF orientation applied, 16-bit
+      scaled, transparency on white).
     name: used in error messages.
 
   Raises:
-    SemcorrError: wrong rank, channel count, dtype, size or value range.
+    SemcorrError: wrong rank, channel count, dtype, size or value range; an
+      unreadable file.
   """
+  if isinstance(image, (str, bytes, os.PathLike)):
+    image = image_files.read_image(image, name)
   try:
     image = np.asarray(image)
   except (TypeError, ValueError) as e:
@@ -70,8 +79,23 @@ def check_image(image: Any, name: str = 'image') -> np.ndarray:
   return np.clip(image, 0.0, 1.0)
 
 
-def check_points(points: Any, name: str = 'points') -> np.ndarray:
-  """Validates keypoints: (N, 2) finite (x, y) -> float64."""
+def check_points(points: Any, name: str = 'points',
+                 image_hw: tuple[int, int] | None = None,
+                 image_name: str = 'source') -> np.ndarray:
+  """Validates keypoints: (N, 2) finite (x, y) -> float64.
+
+  Args:
+    points: (N, 2) (x, y) in pixels.
+    name: used in error messages.
+    image_hw: (H, W) of the image the points belong to: every point must lie
+      on it, x in [-0.5, W - 0.5] and y in [-0.5, H - 0.5] (the area of its
+      pixels, whose centres are at 0 ... W - 1).
+    image_name: that image, for messages.
+
+  Raises:
+    SemcorrError: wrong shape, NaN or infinite values, a point outside the
+      image (naming the first and how many).
+  """
   try:
     points = np.asarray(points, np.float64)
   except (TypeError, ValueError) as e:
@@ -81,6 +105,17 @@ def check_points(points: Any, name: str = 'points') -> np.ndarray:
                        f'{points.shape}')
   if not np.all(np.isfinite(points)):
     raise SemcorrError(f'{name} has NaN or infinite values')
+  if image_hw is not None:
+    h, w = (int(s) for s in image_hw)
+    x, y = points[:, 0], points[:, 1]
+    outside = (x < -0.5) | (x > w - 0.5) | (y < -0.5) | (y > h - 0.5)
+    if np.any(outside):
+      i = int(np.argmax(outside))
+      raise SemcorrError(
+          f'{name}: point {i + 1} (index {i}) at x={x[i]:g}, y={y[i]:g} lies '
+          f'outside the {w}x{h} {image_name} image ({int(outside.sum())} of '
+          f'{len(points)} points do; x must be in [-0.5, {w - 0.5:g}], y in '
+          f'[-0.5, {h - 0.5:g}])')
   return points
 
 
@@ -127,8 +162,9 @@ class Matcher:
     """Dense matches between two images, for every declared flow.
 
     Args:
-      source: (H_s, W_s, 3) uint8 or float in [0, 1].
-      target: (H_t, W_t, 3) uint8 or float in [0, 1]; any size.
+      source: (H_s, W_s, 3) uint8 or float in [0, 1], or an image file or
+        `skimage:<name>` (read as semcorr-match reads it: `check_image`).
+      target: the same kinds; any size.
 
     Returns:
       numpy float32 arrays under the flat keys of `semcorr_jax.outputs`
@@ -142,7 +178,8 @@ class Matcher:
       feature-grid mappings) are left out.
 
     Raises:
-      SemcorrError: an image of the wrong shape, dtype or value range.
+      SemcorrError: an image of the wrong shape, dtype or value range, or a
+        file that cannot be read.
     """
     src = check_image(source, 'source')
     tgt = check_image(target, 'target')
@@ -176,20 +213,27 @@ class Matcher:
     """Moves source keypoints into the target image (primary flow).
 
     Args:
-      source: (H_s, W_s, 3) image.
-      target: (H_t, W_t, 3) image.
-      points_s: (N, 2) (x, y) in source pixels; points outside the source
-        are clamped to its border.
+      source: (H_s, W_s, 3) image, or an image file (as in `match`).
+      target: (H_t, W_t, 3) image, or an image file.
+      points_s: (N, 2) (x, y) in source pixels (of the upright image when
+        read from a file); each must lie on the source (`check_points`).
 
     Returns:
       (N, 2) float64 (x, y) in target pixels (bilinear read of mapping_st).
+
+    Raises:
+      SemcorrError: bad images, or points of the wrong shape, non-finite or
+        outside the source (checked before matching).
     """
-    points_s = check_points(points_s, 'points_s')
-    mapping_st = self.match(source, target)['mapping_st']
+    src = check_image(source, 'source')
+    points_s = check_points(points_s, 'points_s', src.shape[:2])
+    mapping_st = self.match(src, target)['mapping_st']
     return kp.transfer_keypoints(mapping_st, points_s)
 
   def warp_source_to_target(self, source: Any, target: Any) -> np.ndarray:
     """The source seen in the target's frame (sampled at mapping_ts).
+
+    Images are arrays or files, as in `match`.
 
     Returns:
       (H_t, W_t, 3) float32 in [0, 1]; 0 where the mapping leaves the source.
@@ -210,10 +254,36 @@ def load(workdir: str, step: int | None = None, best: bool = False
       of `checkpoints/`.
 
   Raises:
-    SemcorrError: not a workdir, no or mismatched checkpoint.
+    SemcorrError: not a workdir, no, mismatched or damaged checkpoint, or
+      any other failure to read it (one line, the cause chained:
+      `restore_workdir`).
   """
   folder = BEST_FOLDER if best else checkpointing.CHECKPOINT_DIR
-  restored = workdirs.restore(workdir, step, for_inference=True,
-                              folder=folder)
+  restored = restore_workdir(workdir, step, folder=folder)
   return Matcher(restored.config, restored.method, restored.variables,
                  restored.step)
+
+
+def restore_workdir(workdir: str, step: int | None = None, *,
+                    folder: str = checkpointing.CHECKPOINT_DIR,
+                    for_inference: bool = True) -> workdirs.Restored:
+  """`workdirs.restore` with every failure one `SemcorrError` line.
+
+  Errors that are not `SemcorrError` (a config.json of the wrong shape, a
+  checkpoint file damaged in a way not recognised as such) become one line
+  naming the workdir, the error's type and first line; the original is the
+  `__cause__`. What background reader threads print after a failed read is
+  kept off stderr (`background_noise.drop_failed_io_noise`).
+  """
+  background_noise.drop_failed_io_noise()
+  try:
+    return workdirs.restore(workdir, step, for_inference=for_inference,
+                            folder=folder)
+  except SemcorrError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    which = f'{folder}, step {step}' if step is not None else folder
+    raise SemcorrError(
+        f'cannot load the workdir {workdir!r} ({which}): '
+        f'{checkpointing.describe_error(e)}; its config.json or checkpoint '
+        'may be damaged') from e

@@ -2,13 +2,19 @@
 
 Layout of a workdir::
 
-  workdir/config.json              the full config of the run (written at start)
+  workdir/config.json              the full config of the run's latest
+                                   checkpoints (written when this config
+                                   saves its first checkpoint)
+  workdir/config_history/<k>.json  every config.json it replaced, numbered
   workdir/checkpoints/<step>/      Orbax: `state` (the whole train state) and
                                    `meta` (JSON: step, data position, seed)
   workdir/best/<step>/             the best checkpoint of the selecting
                                    evaluator (Orbax `best_fn`), same items
   workdir/metrics.jsonl            one JSON line per logged step (train.py)
   workdir/eval/<name>.json         evaluation results
+  workdir/corrupt_checkpoints/<step>/  checkpoints found damaged on resume,
+                                   moved aside (never deleted)
+  workdir/.lock                    held while a run trains (workdir_lock.py)
 
 Everything that must survive a restart is one Orbax tree (`state`) plus a small
 JSON item, so a resumed run continues exactly where the last save left off.
@@ -18,6 +24,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
+import time
 from typing import Any
 
 import jax
@@ -26,10 +35,15 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from semcorr_jax import background_noise
+from semcorr_jax.errors import CheckpointCorruptError
+from semcorr_jax.errors import CheckpointMismatchError
 from semcorr_jax.errors import SemcorrError
 
 CONFIG_FILE = 'config.json'
 CHECKPOINT_DIR = 'checkpoints'
+CONFIG_HISTORY_DIR = 'config_history'
+CORRUPT_DIR = 'corrupt_checkpoints'
 
 
 def _tuplify(x: Any) -> Any:
@@ -42,12 +56,43 @@ def _tuplify(x: Any) -> Any:
 
 
 def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+  """Writes `workdir/config.json`; a different one there is kept first.
+
+  The replaced file moves to `config_history/<k>.json` (k = 1, 2, ...), so
+  no config a run has used is ever lost. Writing the same config again
+  changes nothing.
+  """
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, CONFIG_FILE)
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-  os.replace(tmp, path)  # atomic: a crash never leaves half a config
+  text = config.to_json_best_effort(indent=2, sort_keys=True)
+  if os.path.isfile(path):
+    with open(path, 'rb') as f:
+      old = f.read()
+    if old == text.encode():
+      return
+    history = os.path.join(workdir, CONFIG_HISTORY_DIR)
+    os.makedirs(history, exist_ok=True)
+    numbers = [int(n[:-5]) for n in os.listdir(history)
+               if n.endswith('.json') and n[:-5].isdigit()]
+    kept = os.path.join(history, f'{max(numbers, default=0) + 1}.json')
+    _write_atomic(kept, old)
+  _write_atomic(path, text.encode())
+
+
+def _write_atomic(path: str, data: bytes) -> None:
+  """Temporary file + rename: a crash or a full disk never leaves half a
+  file, and the temporary file is removed on failure."""
+  tmp = os.path.join(os.path.dirname(path), f'.{os.path.basename(path)}.tmp')
+  try:
+    with open(tmp, 'wb') as f:
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
@@ -113,6 +158,41 @@ def upgrade_config(raw: dict[str, Any]) -> dict[str, Any]:
   return raw
 
 
+# TensorStore's "Failed writing: "<file>": Failed to write N bytes to file 7:
+# File too large [os_error_code='27'] [tensorstore_spec=...]".
+_TENSORSTORE_OS_ERROR = re.compile(
+    r'Failed (?:writing|reading): "([^"]+)": (?:[^:\[]*: )?([^:\[]+?) '
+    r"\[os_error_code")
+
+
+def describe_error(e: BaseException) -> str:
+  """The most specific line of an error chain: the innermost error, and for
+  a TensorStore file error the file and the OS reason alone."""
+  chain = [e]
+  while chain[-1].__cause__ is not None and len(chain) < 8:
+    chain.append(chain[-1].__cause__)
+  cause = chain[-1]
+  text = ' '.join(str(cause).split())
+  found = _TENSORSTORE_OS_ERROR.search(text)
+  if found:
+    return f'{found.group(2).strip()}: {found.group(1)}'
+  text = text.split(' See full TensorStore')[0].split(' [tensorstore_spec=')[0]
+  return f'{type(cause).__name__}: {text[:300] or "(no message)"}'
+
+
+def move_step_aside(workdir: str, step: int,
+                    folder: str = CHECKPOINT_DIR) -> str:
+  """Moves `workdir/<folder>/<step>` to `workdir/corrupt_checkpoints/<step>`
+  (`<step>_<k>` when taken); returns the new path."""
+  target_dir = os.path.join(workdir, CORRUPT_DIR)
+  os.makedirs(target_dir, exist_ok=True)
+  target, k = os.path.join(target_dir, str(step)), 1
+  while os.path.exists(target):
+    target, k = os.path.join(target_dir, f'{step}_{k}'), k + 1
+  os.replace(os.path.join(workdir, folder, str(step)), target)
+  return target
+
+
 class Checkpointer:
   """Orbax manager for one folder of a workdir: `save`, `latest_step`,
   `restore`, `restore_raw`.
@@ -126,16 +206,26 @@ class Checkpointer:
                folder: str = CHECKPOINT_DIR, best_metric: str | None = None,
                read_only: bool = False):
     self.directory = os.path.abspath(os.path.join(workdir, folder))
+    background_noise.drop_failed_io_noise()
+    self._in_flight = None  # the step of a save not yet checked
+    self.last_committed = None  # the last save of this object known done
     best = {}
     if best_metric:
       best = dict(best_fn=lambda metrics: float(metrics[best_metric]),
                   best_mode='max', keep_checkpoints_without_metrics=False)
     self.manager = ocp.CheckpointManager(
         self.directory,
+        # Handlers named up front: metadata is then readable before any
+        # restore (integrity and shape checks).
+        item_handlers={'state': ocp.StandardCheckpointHandler(),
+                       'meta': ocp.JsonCheckpointHandler()},
         options=ocp.CheckpointManagerOptions(
             # Reading never creates the folder. (Orbax's own read_only
             # option would print three warnings on every load.)
-            max_to_keep=max_to_keep, create=not read_only, **best))
+            # A writer removes the temporary folders of saves cut short
+            # (a kill, a full disk) when it opens.
+            max_to_keep=max_to_keep, create=not read_only,
+            cleanup_tmp_directories=not read_only, **best))
 
   def best_step(self) -> int | None:
     return self.manager.best_step()
@@ -157,43 +247,160 @@ class Checkpointer:
   def save(self, step: int, state: Any, meta: dict[str, Any],
            force: bool = False, metrics: dict[str, float] | None = None
            ) -> None:
+    self._in_flight = step
     self.manager.save(step,
                       args=ocp.args.Composite(
                           state=ocp.args.StandardSave(state),
                           meta=ocp.args.JsonSave(meta)),
                       metrics=metrics, force=force)
 
+  def _saved_leaves(self, step: int) -> list[tuple[tuple[int, ...], str]]:
+    """(shape, dtype) of every saved array of `state`, read from metadata.
+
+    Raises:
+      CheckpointCorruptError: the metadata cannot be read.
+    """
+    try:
+      metadata = self.manager.item_metadata(step)['state']
+      tree = metadata.tree if hasattr(metadata, 'tree') else metadata
+      return [(tuple(m.shape), str(m.dtype)) for m in jax.tree.leaves(tree)]
+    except Exception as e:  # pylint: disable=broad-except
+      raise CheckpointCorruptError(
+          f'checkpoint {self.directory}/{step} is corrupt: its metadata '
+          f'cannot be read ({describe_error(e)})') from e
+
   def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
-    """Restores `state` into the structure/shardings of `abstract_state`."""
+    """Restores `state` into the structure/shardings of `abstract_state`.
+
+    Raises:
+      CheckpointMismatchError: the saved arrays (read from the metadata)
+        are not those of `abstract_state`.
+      CheckpointCorruptError: the metadata or the data cannot be read.
+    """
+    saved = self._saved_leaves(step)
+    wanted = [(tuple(a.shape), str(a.dtype))
+              for a in jax.tree.leaves(abstract_state)]
+    if sorted(saved) != sorted(wanted):
+      raise CheckpointMismatchError(
+          f'checkpoint {self.directory}/{step} does not match the model of '
+          f'this config ({len(saved)} saved arrays, the model has '
+          f'{len(wanted)}, or their shapes differ)')
     try:
       restored = self.manager.restore(
           step, args=ocp.args.Composite(
               state=ocp.args.StandardRestore(abstract_state),
               meta=ocp.args.JsonRestore()))
-    except (ValueError, KeyError, TypeError) as e:
-      raise SemcorrError(
-          f'checkpoint {self.directory}/{step} does not match the model of '
-          f'this config ({type(e).__name__}: {str(e).splitlines()[0][:300]})'
-      ) from e
+    except Exception as e:  # pylint: disable=broad-except
+      # Same arrays in the metadata, yet unreadable: damaged files.
+      raise CheckpointCorruptError(
+          f'checkpoint {self.directory}/{step} is corrupt: '
+          f'{describe_error(e)}') from e
     return restored['state'], dict(restored['meta'])
+
+  def restore_intact(self, abstract_state: Any
+                     ) -> tuple[int, Any, dict, list[tuple[int, str]]]:
+    """Restores the newest checkpoint that is not damaged.
+
+    Returns:
+      (step, state, meta, [(step, message)] of each damaged checkpoint
+      skipped, newest first). Nothing is moved or deleted: a resuming run
+      moves them aside (`move_step_aside`) once it may write.
+
+    Raises:
+      CheckpointMismatchError: the newest readable checkpoint does not fit.
+      CheckpointCorruptError: every checkpoint is damaged.
+    """
+    damaged = []
+    for step in sorted(self.all_steps(), reverse=True):
+      try:
+        state, meta = self.restore(step, abstract_state)
+      except CheckpointCorruptError as e:
+        damaged.append((step, str(e)))
+        continue
+      return step, state, meta, damaged
+    raise CheckpointCorruptError(
+        f'no intact checkpoint in {self.directory}: '
+        f'{"; ".join(m for _, m in damaged)}')
+
+  def committed_steps(self) -> list[int]:
+    """Steps whose folder is complete, read from disk (Orbax renames a
+    save's temporary folder to the step when it is done)."""
+    if not os.path.isdir(self.directory):
+      return []
+    return sorted(int(n) for n in os.listdir(self.directory) if n.isdigit())
+
+  def remove_unfinished(self, attempts: int = 20) -> None:
+    """Removes the temporary folders of saves that did not finish.
+
+    TensorStore writes still pending when a save failed may create folders
+    again for a moment: removal is retried until none is left (0.1 s apart).
+    """
+    for _ in range(attempts):
+      if not os.path.isdir(self.directory):
+        return
+      left = [n for n in os.listdir(self.directory)
+              if 'orbax-checkpoint-tmp' in n]
+      if not left:
+        return
+      for name in left:
+        shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+      time.sleep(0.1)
 
   def restore_raw(self, step: int) -> tuple[Any, dict]:
     """Restores `state` as saved (nested dicts of arrays on one device),
     without a target structure: for reading another run's or an older
-    version's checkpoint."""
-    metadata = self.manager.item_metadata(step)['state']
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    abstract = jax.tree.map(
-        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-        metadata.tree if hasattr(metadata, 'tree') else metadata)
-    restored = self.manager.restore(
-        step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract),
-            meta=ocp.args.JsonRestore()))
+    version's checkpoint.
+
+    Raises:
+      CheckpointCorruptError: the checkpoint cannot be read.
+    """
+    try:
+      metadata = self.manager.item_metadata(step)['state']
+      device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+      abstract = jax.tree.map(
+          lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+          metadata.tree if hasattr(metadata, 'tree') else metadata)
+      restored = self.manager.restore(
+          step, args=ocp.args.Composite(
+              state=ocp.args.StandardRestore(abstract),
+              meta=ocp.args.JsonRestore()))
+    except Exception as e:  # pylint: disable=broad-except
+      raise CheckpointCorruptError(
+          f'checkpoint {self.directory}/{step} is corrupt: '
+          f'{describe_error(e)}') from e
     return restored['state'], dict(restored['meta'])
 
+  def abandon(self) -> None:
+    """After a failure: waits for background saves, closes, and removes
+    what they left half-written. Their own errors are not raised again:
+    the error that stopped the run is the one to report."""
+    for action in (self.manager.wait_until_finished, self.manager.close):
+      try:
+        action()
+      except Exception:  # pylint: disable=broad-except
+        pass
+    self.remove_unfinished()
+
+  def check_for_errors(self) -> None:
+    """Raises the error of a finished background save (e.g. a full disk).
+
+    A save that is no longer in progress but left no committed step folder
+    failed: its error is raised now, not at the next save.
+    """
+    if self._in_flight is None or self.manager.is_saving_in_progress():
+      return
+    step, self._in_flight = self._in_flight, None
+    if not os.path.isdir(os.path.join(self.directory, str(step))):
+      self.manager.wait_until_finished()  # raises the save's error
+    self.manager.check_for_errors()
+    self.last_committed = step
+
   def wait(self) -> None:
-    self.manager.wait_until_finished()
+    """Waits for background saves; raises the error of one that failed."""
+    try:
+      self.manager.wait_until_finished()
+    finally:
+      self.check_for_errors()
 
   def close(self) -> None:
     self.manager.close()

@@ -14,3 +14,11 @@ class SemcorrError(Exception):
 
 class NonFiniteLossError(SemcorrError):
   """Training produced a NaN or infinite loss; the last good checkpoint is kept."""
+
+
+class CheckpointMismatchError(SemcorrError):
+  """A readable checkpoint whose arrays do not fit the model of the config."""
+
+
+class CheckpointCorruptError(SemcorrError):
+  """A checkpoint whose files are damaged (truncated, unreadable metadata)."""

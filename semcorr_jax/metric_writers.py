@@ -3,6 +3,12 @@
 Only process 0 writes. `workdir/metrics.jsonl` gets one JSON object per logged
 step (`{"step": ..., "split": "train", "loss": ...}`); TensorBoard event files go
 to `workdir/tensorboard/`.
+
+Each (step, split) is recorded once across resumes: a writer opened for a run
+resumed from step s first drops what was logged after s (a killed run logs
+steps its last checkpoint does not hold; they are trained and logged again),
+and skips a (step, split) already recorded (a finished run started again
+evaluates its last step again).
 """
 
 from __future__ import annotations
@@ -16,38 +22,121 @@ from typing import Any, Mapping
 
 import jax
 import numpy as np
+import tensorflow as tf
+
+METRICS_FILE = 'metrics.jsonl'
+TENSORBOARD_DIR = 'tensorboard'
 
 
 def _to_float(v: Any) -> float:
   return float(np.asarray(v))
 
 
-class MetricWriter:
-  """Appends scalars to metrics.jsonl and TensorBoard (process 0 only)."""
+def _read_records(path: str) -> list[dict[str, Any]]:
+  """The JSON lines of `path`; a torn last line (a kill mid-write) is dropped."""
+  records = []
+  with open(path) as f:
+    for line in f:
+      try:
+        record = json.loads(line)
+      except ValueError:
+        continue
+      if isinstance(record, dict) and 'step' in record:
+        records.append(record)
+  return records
 
-  def __init__(self, workdir: str, tensorboard: bool = True):
+
+def truncate_jsonl(path: str, last_step: int) -> list[dict[str, Any]]:
+  """Keeps the records of steps <= `last_step` (rewritten atomically).
+
+  Returns:
+    the records kept.
+  """
+  records = _read_records(path)
+  kept = [r for r in records if int(r['step']) <= last_step]
+  with open(path, 'rb') as f:
+    unchanged = len(kept) == len(records) and f.read().endswith(b'\n')
+  if not unchanged:
+    tmp = os.path.join(os.path.dirname(path), f'.{os.path.basename(path)}.tmp')
+    with open(tmp, 'w') as f:
+      f.writelines(json.dumps(r) + '\n' for r in kept)
+    os.replace(tmp, path)
+  return kept
+
+
+def truncate_tensorboard(folder: str, last_step: int) -> int:
+  """Drops summaries of steps > `last_step` from the event files in `folder`.
+
+  Returns:
+    the number of events dropped.
+  """
+  dropped = 0
+  for root, _, names in os.walk(folder):
+    for name in names:
+      if 'tfevents' not in name or name.startswith('.'):
+        continue
+      path = os.path.join(root, name)
+      kept, cut = [], 0
+      try:
+        for raw in tf.data.TFRecordDataset(path).as_numpy_iterator():
+          event = tf.compat.v1.Event.FromString(raw)
+          if event.HasField('summary') and event.step > last_step:
+            cut += 1
+          else:
+            kept.append(raw)
+      except tf.errors.DataLossError:  # a torn last record
+        cut += 1
+      if cut:
+        tmp = os.path.join(root, f'.{name}.tmp')
+        with tf.io.TFRecordWriter(tmp) as out:
+          for raw in kept:
+            out.write(raw)
+        os.replace(tmp, path)
+        dropped += cut
+  return dropped
+
+
+class MetricWriter:
+  """Appends scalars to metrics.jsonl and TensorBoard (process 0 only).
+
+  Args:
+    workdir: the run's folder.
+    tensorboard: also write TensorBoard events.
+    resume_step: the step the run resumes from; records of later steps are
+      dropped first. None: a fresh run (records of any step are dropped).
+  """
+
+  def __init__(self, workdir: str, tensorboard: bool = True,
+               resume_step: int | None = None):
     self.enabled = jax.process_index() == 0
     self._jsonl = None
     self._tb = None
+    self._recorded = set()
     if not self.enabled:
       return
     os.makedirs(workdir, exist_ok=True)
-    self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')
+    path = os.path.join(workdir, METRICS_FILE)
+    last = -1 if resume_step is None else int(resume_step)
+    if os.path.exists(path):
+      self._recorded = {(int(r['step']), r.get('split', 'train'))
+                        for r in truncate_jsonl(path, last)}
+    self._jsonl = open(path, 'a')
     if tensorboard:
-      import tensorflow as tf  # pylint: disable=g-import-not-at-top
-      self._tb = tf.summary.create_file_writer(
-          os.path.join(workdir, 'tensorboard'))
+      folder = os.path.join(workdir, TENSORBOARD_DIR)
+      if os.path.isdir(folder):
+        truncate_tensorboard(folder, last)
+      self._tb = tf.summary.create_file_writer(folder)
 
   def write(self, step: int, scalars: Mapping[str, Any],
             split: str = 'train') -> None:
-    if not self.enabled:
+    if not self.enabled or (int(step), split) in self._recorded:
       return
+    self._recorded.add((int(step), split))
     values = {k: _to_float(v) for k, v in scalars.items()}
     record = {'step': int(step), 'split': split, 'time': time.time(), **values}
     self._jsonl.write(json.dumps(record) + '\n')
     self._jsonl.flush()
     if self._tb is not None:
-      import tensorflow as tf  # pylint: disable=g-import-not-at-top
       with self._tb.as_default():
         for k, v in values.items():
           tf.summary.scalar(f'{split}/{k}', v, step=int(step))

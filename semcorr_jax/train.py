@@ -21,6 +21,8 @@ another run (`config.init_from`).
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 from typing import Any
 
 import jax
@@ -29,15 +31,19 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from semcorr_jax import background_noise
 from semcorr_jax import checkpointing
 from semcorr_jax import methods
 from semcorr_jax import metric_writers
 from semcorr_jax import parallel
+from semcorr_jax import run_checks
+from semcorr_jax import run_evaluations
+from semcorr_jax import workdir_lock
 from semcorr_jax import workdirs
 from semcorr_jax.data import pipeline
+from semcorr_jax.errors import CheckpointMismatchError
 from semcorr_jax.errors import NonFiniteLossError
 from semcorr_jax.errors import SemcorrError
-from semcorr_jax.evaluation import evaluators as evaluators_lib
 
 
 def total_train_steps(config: ml_collections.ConfigDict) -> int:
@@ -149,93 +155,6 @@ def _all_finite(metrics: dict[str, jax.Array]) -> jax.Array:
                             for v in jax.tree.leaves(metrics)]))
 
 
-class Evaluations:
-  """The run's evaluators: periodic runs, untrained baselines, selection.
-
-  The evaluator with a `select` metric keeps the best model in
-  `workdir/best/` (Orbax `best_fn`, one checkpoint).
-  """
-
-  def __init__(self, config, method, workdir):
-    self.method, self.workdir = method, workdir
-    self.writer = None  # set once the workdir may be written
-    self.evaluators = evaluators_lib.build(config, method.flows)
-    for ev in self.evaluators:
-      ev.check()
-    self.selector = evaluators_lib.selecting(self.evaluators)
-    self.predict = jax.jit(method.predict)
-    self.best_ckpt, self.best_value = None, None
-
-  def open_best(self) -> None:
-    """Opens `workdir/best/`; its kept value is read from disk once, then
-    tracked in memory, so every process takes the same decisions."""
-    if self.selector is None:
-      return
-    self.best_ckpt = checkpointing.Checkpointer(
-        self.workdir, max_to_keep=1, folder='best',
-        best_metric=self.selector.select)
-    self.best_value = self.best_ckpt.best_value(self.selector.select)
-
-  def close(self) -> None:
-    if self.best_ckpt is not None:
-      self.best_ckpt.wait()
-      self.best_ckpt.close()
-
-  def _run(self, ev, state) -> dict[str, Any]:
-    variables = parallel.to_host(self.method.inference_variables(state))
-    return ev.run(self.predict, variables)
-
-  def baselines(self, make_state) -> None:
-    """Scores the model the run starts from (same init, pretrained weights
-    and init_from) for every evaluator that asks and has none on disk."""
-    todo = [ev for ev in self.evaluators if ev.untrained_baseline and
-            ev.read_untrained(self.workdir) is None]
-    if not todo:
-      return
-    fresh = make_state()
-    for ev in todo:
-      results = self._run(ev, fresh)
-      if jax.process_index() == 0:
-        ev.write_untrained(self.workdir, results)
-
-  def periodic(self, step: int, state, meta) -> None:
-    for ev in self.evaluators:
-      if ev.every and step % ev.every == 0:
-        self._score(ev, step, state, meta)
-
-  def _score(self, ev, step, state, meta) -> dict[str, Any]:
-    results = self._run(ev, state)
-    if jax.process_index() == 0:
-      self.writer.write(step, ev.scalars(results), split=ev.name)
-    if ev is self.selector:
-      value = ev.select_value(results)
-      if jax.process_index() == 0:
-        data = evaluators_lib.record_selection(self.workdir, ev, step, value)
-        print(f'step {step}: {ev.name} {ev.select} {value:.4f} (best '
-              f'{data["best_value"]:.4f} at step {data["best_step"]})',
-              flush=True)
-      # Only a strictly better model replaces the kept one: the earliest
-      # step wins ties, as in model_selection.json (a resumed run that
-      # scores a step again saves nothing new).
-      if np.isfinite(value) and (self.best_value is None or
-                                 value > self.best_value):
-        self.best_ckpt.save(step, state, meta, metrics={ev.select: value})
-        self.best_value = value
-    return results
-
-  def final(self, step, state, meta) -> dict[str, Any]:
-    out = {}
-    for ev in self.evaluators:
-      trained = self._score(ev, step, state, meta)
-      untrained = ev.read_untrained(self.workdir)
-      out[ev.name] = {'trained': trained, 'untrained': untrained}
-      if jax.process_index() == 0:
-        ev.write(self.workdir, trained, untrained, step=step)
-        print(f'{ev.name} at step {step}:\n'
-              f'{ev.summary(trained, untrained)}', flush=True)
-    return out
-
-
 def first_process_first(fn):
   """Runs `fn()` on process 0, then on the others: one process builds a
   TFDS dataset in a shared folder while the others wait, then read it."""
@@ -253,6 +172,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str) -> dict[str, Any]:
   """Trains `config.method` on `config.data` and runs `config.evals`.
 
+  The workdir is locked for the run (`workdir_lock`). Everything that can
+  fail on a bad config or workdir (field values, the method of a run there,
+  its checkpoint, the data, tracing and compiling the train step) is checked
+  before anything is written; `config.json` is written when this config
+  saves its first checkpoint (a replaced one is kept in `config_history/`).
+  A first start that fails before its first checkpoint leaves no workdir.
+
   Args:
     config: a config from `configs/<method>.py`.
     workdir: output folder; an existing run there is resumed.
@@ -261,7 +187,111 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     {'step': last step, 'evals': {evaluator name: {'trained': results,
     'untrained': results or None}}}.
   """
+  run_checks.check_config_values(config)
   workdir = os.path.abspath(workdir)
+  created = not os.path.exists(workdir)
+  was_empty = created or (os.path.isdir(workdir) and not os.listdir(workdir))
+  lock, remove_folder = None, False
+  if jax.process_index() == 0:
+    lock = workdir_lock.WorkdirLock(workdir).acquire()
+  try:
+    return _train_and_evaluate(config, workdir)
+  except BaseException:
+    if lock is not None and was_empty and not _committed_steps(workdir):
+      _empty_folder(workdir, keep=lock.path)
+      remove_folder = created
+    raise
+  finally:
+    if lock is not None:
+      lock.release()
+    if remove_folder and os.path.isdir(workdir) and not os.listdir(workdir):
+      os.rmdir(workdir)
+
+
+def _committed_steps(workdir: str) -> list[int]:
+  folder = os.path.join(workdir, checkpointing.CHECKPOINT_DIR)
+  if not os.path.isdir(folder):
+    return []
+  return [int(n) for n in os.listdir(folder) if n.isdigit()]
+
+
+def _empty_folder(folder: str, keep: str) -> None:
+  """Removes what a failed first start wrote (all of it: the folder was
+  empty), except the lock file `keep`."""
+  for name in os.listdir(folder):
+    path = os.path.join(folder, name)
+    if path == keep:
+      continue
+    if os.path.isdir(path) and not os.path.islink(path):
+      shutil.rmtree(path, ignore_errors=True)
+    else:
+      os.remove(path)
+
+
+def _restore_or_init(method, config, mesh, init_rng, workdir):
+  """The state the run starts from: its newest intact checkpoint, else a
+  fresh one. Reads only.
+
+  Returns:
+    (state, start step, data index, [(step, message)] of damaged
+    checkpoints skipped).
+  """
+  folder = os.path.join(workdir, checkpointing.CHECKPOINT_DIR)
+  reader = None
+  if os.path.isdir(folder):
+    reader = checkpointing.Checkpointer(workdir, read_only=True)
+  if reader is None or not reader.all_steps():
+    if reader is not None:
+      reader.close()
+    state, _ = initial_state(method, config, mesh, init_rng)
+    return state, 0, 0, []
+  _, abstract = create_state(method, config, mesh, init_rng)
+  try:
+    step, state, meta, damaged = reader.restore_intact(abstract)
+  except CheckpointMismatchError as e:
+    raise SemcorrError(
+        f'{e}. A run saved by an older version or with another model '
+        f'cannot resume here; start a new run from it: --workdir=<new '
+        f'folder> --config.init_from.workdir={workdir}') from e
+  finally:
+    reader.close()
+  return state, step, int(meta['data_index']), damaged
+
+
+def _save_failed(ckpt, error: BaseException) -> SemcorrError:
+  """One line for a checkpoint save that failed (a full disk, a lost
+  mount), after removing what it left half-written."""
+  ckpt.abandon()
+  steps = ckpt.committed_steps()
+  kept = (f'the last complete checkpoint (step {max(steps)}) is kept'
+          if steps else 'no complete checkpoint was written')
+  return SemcorrError(
+      f'saving a checkpoint in {ckpt.directory} failed '
+      f'({checkpointing.describe_error(error)}); {kept}: free '
+      'space (or fix the folder) and run the same command again to resume')
+
+
+def _check_saves(ckpt, check, config_saved, workdir, config) -> bool:
+  """Runs `check` (raises the error of a failed save, in one line) and
+  writes config.json once this config's first checkpoint is complete:
+  config.json describes the checkpoints, so a run refused, stopped by a NaN
+  or failed before keeps the previous config in place.
+
+  Returns:
+    whether config.json is written.
+  """
+  try:
+    check()
+  except Exception as e:  # pylint: disable=broad-except
+    raise _save_failed(ckpt, e) from e
+  if not config_saved and ckpt.last_committed is not None:
+    if jax.process_index() == 0:
+      checkpointing.save_config(workdir, config)
+    return True
+  return config_saved
+
+
+def _train_and_evaluate(config, workdir):
   mesh = parallel.make_mesh()
   local_batch_size = parallel.check_batch_size(config.batch_size, mesh)
   # Built and checked before anything is written; datasets are prepared
@@ -272,52 +302,78 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     check_batch_keys(method, config.data)
     check_init_from(config)
     pipeline.num_examples(config.data, 'train')  # builds a real source
-    return steps, method, Evaluations(config, method, workdir)
+    return steps, method, run_evaluations.Evaluations(config, method, workdir)
   total_steps, method, evaluations = first_process_first(prepare)
+  run_checks.check_same_method(config, workdir)
 
   rng = jax.random.key(config.seed)
   init_rng, step_rng = jax.random.split(rng)
-  ckpt = checkpointing.Checkpointer(workdir, config.keep_checkpoints)
-  evaluations.open_best()
-  start_step = ckpt.latest_step()
-  if start_step is not None:
-    _, abstract = create_state(method, config, mesh, init_rng)
-    try:
-      state, meta = ckpt.restore(start_step, abstract)
-    except SemcorrError as e:
-      raise SemcorrError(
-          f'{e}. A run saved by an older version cannot resume here; start '
-          f'a new run from it: --workdir=<new folder> '
-          f'--config.init_from.workdir={workdir}') from e
-    print(f'Resumed from step {start_step} in {ckpt.directory}', flush=True)
-    data_index = int(meta['data_index'])
-  else:
-    start_step, data_index = 0, 0
-    state, _ = initial_state(method, config, mesh, init_rng)
-  # Written once the state is restored or built: a config that cannot
-  # resume the run in `workdir` never replaces the run's own.
-  if jax.process_index() == 0:
-    checkpointing.save_config(workdir, config)
-  writer = metric_writers.MetricWriter(workdir)
-  evaluations.writer = writer
-  # The untrained model (same init, pretrained weights and init_from) is the
-  # baseline every result is printed beside: same-image warps are easy.
-  evaluations.baselines(
-      lambda: state if start_step == 0 else
-      initial_state(method, config, mesh, init_rng)[0])
-
+  state, start_step, data_index, damaged = _restore_or_init(
+      method, config, mesh, init_rng, workdir)
   dataset = pipeline.make_pair_dataset(
       config.data, 'train', batch_size=local_batch_size, seed=config.seed,
       start_index=data_index, process_index=jax.process_index(),
       process_count=jax.process_count())
   batches = dataset.as_numpy_iterator()
   train_step = jit_train_step(method, mesh)
+  first = None
+  if start_step < total_steps:
+    # Traced and compiled on the first batch before anything is written:
+    # a config whose shapes cannot train fails here.
+    first = parallel.host_to_global(next(batches), mesh)
+    train_step = train_step.lower(state, first, step_rng).compile()
+
+  # From here on the workdir is written.
+  if jax.process_index() == 0:
+    for step, message in damaged:
+      moved = checkpointing.move_step_aside(workdir, step)
+      print(f'warning: {message}; moved to {moved}, resuming from step '
+            f'{start_step}', file=sys.stderr, flush=True)
+  if damaged and jax.process_count() > 1:
+    multihost_utils.sync_global_devices('semcorr_jax: damaged moved')
+  if start_step:
+    print(f'Resumed from step {start_step} in '
+          f'{os.path.join(workdir, checkpointing.CHECKPOINT_DIR)}', flush=True)
+  ckpt = checkpointing.Checkpointer(workdir, config.keep_checkpoints)
+  evaluations.open_best()
+  writer = metric_writers.MetricWriter(
+      workdir, resume_step=start_step if start_step else None)
+  evaluations.writer = writer
+  try:
+    with background_noise.orbax_errors_raised_not_logged():
+      results = _loop(config, workdir, method, mesh, state, start_step,
+                      total_steps, first, batches, train_step,
+                      (init_rng, step_rng), ckpt, writer, evaluations)
+  except BaseException:
+    ckpt.abandon()
+    raise
+  finally:
+    writer.close()
+    evaluations.close()
+  ckpt.close()
+  return results
+
+
+def _loop(config, workdir, method, mesh, state, start_step, total_steps,
+          first, batches, train_step, rngs, ckpt, writer, evaluations):
+  """The training loop, periodic evaluations and checkpoints, the final
+  evaluation. `first` is the first batch (already on the mesh)."""
+  init_rng, step_rng = rngs
+  # The untrained model (same init, pretrained weights and init_from) is the
+  # baseline every result is printed beside: same-image warps are easy.
+  evaluations.baselines(
+      lambda: state if start_step == 0 else
+      initial_state(method, config, mesh, init_rng)[0])
 
   progress = metric_writers.Progress(total_steps, config.batch_size)
-  log_every = config.log_every
-  ckpt_every = config.checkpoint_every
   pending, finite = [], jnp.asarray(True)
   last_good = start_step
+  # A new run's config is written now; one that replaces the config of a
+  # run there waits for its first complete checkpoint (`_check_saves`).
+  replaces = os.path.exists(os.path.join(workdir, checkpointing.CONFIG_FILE))
+  if not replaces and jax.process_index() == 0:
+    checkpointing.save_config(workdir, config)
+  config_saved = not replaces
 
   def meta(step):
     return {'step': step, 'data_index': step * config.batch_size,
@@ -335,18 +391,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
   step = start_step
   for step in range(start_step + 1, total_steps + 1):
-    try:
-      local = next(batches)
-    except StopIteration:
-      break
-    batch = parallel.host_to_global(local, mesh)
+    if first is not None:
+      batch, first = first, None
+    else:
+      try:
+        batch = parallel.host_to_global(next(batches), mesh)
+      except StopIteration:
+        break
     state, metrics = train_step(state, batch, step_rng)
     finite = finite & _all_finite(metrics)
     pending.append(metrics)
+    config_saved = _check_saves(ckpt, ckpt.check_for_errors, config_saved,
+                                workdir, config)
     if step == start_step + 1:
-      jax.block_until_ready(state)  # exclude compilation from the rates
+      jax.block_until_ready(state)  # exclude the first step from the rates
       progress.mark_start(step)
-    if step % log_every == 0 or step == total_steps:
+    if step % config.log_every == 0 or step == total_steps:
       check_finite(step)
       means = parallel.to_host(jax.tree.map(
           lambda *x: jnp.mean(jnp.stack(x)), *pending))
@@ -362,15 +422,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     # while evaluating resumes before that step and evaluates it again.
     if step != total_steps:
       evaluations.periodic(step, state, meta(step))
-    if step % ckpt_every == 0 or step == total_steps:
+    if step % config.checkpoint_every == 0 or step == total_steps:
       check_finite(step)
       last_good = step
-      ckpt.save(step, state, meta(step))
+      try:
+        ckpt.save(step, state, meta(step))
+      except Exception as e:  # pylint: disable=broad-except
+        raise _save_failed(ckpt, e) from e
 
-  ckpt.wait()
-  results = {'step': step,
-             'evals': evaluations.final(step, state, meta(step))}
-  writer.close()
-  ckpt.close()
-  evaluations.close()
-  return results
+  _check_saves(ckpt, ckpt.wait, config_saved, workdir, config)
+  return {'step': step, 'evals': evaluations.final(step, state, meta(step))}

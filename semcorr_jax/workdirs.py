@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from typing import Any
 
 import flax
@@ -24,6 +25,7 @@ import ml_collections
 
 from semcorr_jax import checkpointing
 from semcorr_jax import methods
+from semcorr_jax.errors import CheckpointMismatchError
 from semcorr_jax.errors import SemcorrError
 
 PyTree = Any
@@ -125,9 +127,12 @@ def restore(workdir: str, step: int | None = None, *,
       for the model, e.g. to start another run from it).
     folder: `checkpoints` or `best` (the selected model).
 
+  With `step=None`, damaged checkpoints are skipped (each named in a
+  warning on stderr) and the newest intact one is read.
+
   Raises:
-    SemcorrError: no config or checkpoint, or a checkpoint that does not
-      match its config's model.
+    SemcorrError: no config or checkpoint, a checkpoint that does not match
+      its config's model, or (CheckpointCorruptError) a damaged checkpoint.
   """
   config = load_config(workdir)
   ckpt_dir = os.path.join(workdir, folder)
@@ -143,21 +148,28 @@ def restore(workdir: str, step: int | None = None, *,
       lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device),
       abstract)
   ckpt = checkpointing.Checkpointer(workdir, folder=folder, read_only=True)
+  read = (method.inference_variables if for_inference
+          else method.state_variables)
   try:
-    step = _choose_step(ckpt, step, workdir)
+    chosen = _choose_step(ckpt, step, workdir)
     try:
-      state, _ = ckpt.restore(step, abstract)
-      read = (method.inference_variables if for_inference
-              else method.state_variables)
+      if step is None:  # the latest: damaged ones are skipped, and named
+        chosen, state, _, damaged = ckpt.restore_intact(abstract)
+        for _, message in damaged:
+          print(f'warning: {message}; using step {chosen}', file=sys.stderr,
+                flush=True)
+      else:
+        state, _ = ckpt.restore(chosen, abstract)
       variables = read(state)
-    except SemcorrError:
-      raw, _ = ckpt.restore_raw(step)
+    except CheckpointMismatchError:
+      raw, _ = ckpt.restore_raw(chosen)
       expected = jax.eval_shape(
           lambda: method.init_variables(jax.random.key(0), batch))
       variables = _legacy_variables(raw, expected,
-                                    f'{ckpt.directory}/{step}')
+                                    f'{ckpt.directory}/{chosen}')
   finally:
     ckpt.close()
+  step = chosen
   return Restored(config, method, variables, step)
 
 

@@ -1,10 +1,12 @@
 """Shared pieces of the command-line tools: error handling, inputs, outputs.
 
-Every tool's `main` is wrapped by `main_wrapper`: a `SemcorrError` (or an OS
-error such as a full disk) prints one line `error: <message>` on stderr and
-exits with status 1, without a traceback. Outputs are written atomically
-(temporary file + rename), so a failure never leaves a half-written file and
-never removes one written before.
+Every tool's `main` is wrapped by `main_wrapper`: any failure prints one line
+`error: <message>` on stderr and exits with status 1, without a traceback
+(`--verbose` or SEMCORR_VERBOSE=1 adds it); flag errors, config files that do
+not load and errors of background threads are one line too (`run`). Outputs
+are written atomically (temporary file + rename, the temporary removed on
+failure), so a failure never leaves a half-written file and never removes
+one written before.
 """
 
 from __future__ import annotations
@@ -15,23 +17,25 @@ import functools
 import os
 import sys
 import tempfile
+import threading
+import traceback
 from typing import Any, Callable
 
 from absl import app
 from absl import flags
 from absl import logging
+import ml_collections
+from ml_collections.config_flags import config_flags as config_file_flags
 import numpy as np
-from PIL import Image
-from PIL import UnidentifiedImageError
-import skimage.data
-from skimage import transform
 
+from semcorr_jax import background_noise
+from semcorr_jax import config_files
+from semcorr_jax import image_files
 from semcorr_jax.errors import SemcorrError
 
-SKIMAGE_PREFIX = 'skimage:'
-WARPED_SUFFIX = '_warped'
-SKIMAGE_PHOTOS = ('astronaut', 'chelsea', 'coffee', 'rocket', 'retina',
-                  'immunohistochemistry', 'hubble_deep_field', 'camera')
+SKIMAGE_PREFIX = image_files.SKIMAGE_PREFIX
+WARPED_SUFFIX = image_files.WARPED_SUFFIX
+SKIMAGE_PHOTOS = image_files.SKIMAGE_PHOTOS
 
 
 def hide_gpus_from_tensorflow(import_if_needed: bool = True) -> None:
@@ -59,18 +63,133 @@ def hide_gpus_from_tensorflow(import_if_needed: bool = True) -> None:
 _QUIET_EXIT = False
 # Where `_fail` writes while `native_stderr_held` holds fd 2 (None: stderr).
 _ERROR_FD = None
+# Set to 1 (or pass --verbose) to see the traceback behind an `error:` line.
+VERBOSE_ENV = background_noise.VERBOSE_ENV
+_HINT = f'(set {VERBOSE_ENV}=1 or pass --verbose for the traceback)'
+_VERBOSE_ARGS = ('--verbose', '-verbose', '--verbose=true', '--verbose=1')
+# The first line of an unexpected error is cut to this many characters.
+_MAX_DETAIL = 300
+
+if 'verbose' not in flags.FLAGS:  # every tool, once (`-v` is absl's verbosity)
+  flags.DEFINE_bool('verbose', False,
+                    'on failure, print the full traceback above the error '
+                    f'line (as {VERBOSE_ENV}=1 does)')
+
+
+def verbose() -> bool:
+  """Whether failures show their traceback (--verbose or SEMCORR_VERBOSE)."""
+  env = os.environ.get(VERBOSE_ENV, '').strip().lower()
+  return (env not in ('', '0', 'false', 'no', 'off')
+          or bool(flags.FLAGS['verbose'].value))
 
 
 def run(main: Callable[[list[str]], Any]) -> None:
-  """Runs an absl `main` (wrapped by `main_wrapper`) as a console tool."""
+  """Runs an absl `main` (wrapped by `main_wrapper`) as a console tool.
+
+  Flag errors (an unknown flag or config key, a config file that does not
+  load, a bad value) are one `error:` line too (`parse_flags`), and an
+  exception in a background thread is one line (`thread_excepthook`).
+  """
   global _QUIET_EXIT
   _QUIET_EXIT = True
-  app.run(main)
+  threading.excepthook = thread_excepthook
+  app.run(main, flags_parser=_parse_flags_or_fail)
+
+
+def _parse_flags_or_fail(argv: list[str]) -> list[str]:
+  try:
+    return parse_flags(argv)
+  except SemcorrError as e:
+    if any(a in _VERBOSE_ARGS for a in argv):
+      flags.FLAGS['verbose'].value = True
+    _fail(str(e), e)
+
+
+def parse_flags(argv: list[str], flag_values: flags.FlagValues = flags.FLAGS
+                ) -> list[str]:
+  """Parses `argv` into `flag_values` as absl does; returns the rest.
+
+  Raises:
+    SemcorrError: one line for any flag error, naming the flag; for a config
+      file flag (ml_collections): a missing file, a file that does not run,
+      an unknown variant (the file's own message lists them) or an unknown
+      override key (listing the fields where it went wrong).
+  """
+  try:
+    rest = flag_values(argv)
+  except Exception as e:  # pylint: disable=broad-except
+    raise SemcorrError(_config_error_line(argv, flag_values) or
+                       _flag_error_line(e)) from e
+  for name, _, _ in _config_flag_args(argv, flag_values):
+    value = flag_values[name].value
+    if value is not None and not isinstance(value, ml_collections.ConfigDict):
+      # ml_collections defers a missing file's error to the first use.
+      line = _config_error_line(argv, flag_values)
+      if line:
+        raise SemcorrError(line)
+  return rest
+
+
+def _config_error_line(argv: list[str], flag_values: flags.FlagValues
+                       ) -> str:
+  """What is wrong with the config files and keys on the command line, in
+  one line ('' when they load)."""
+  for name, spec, keys in _config_flag_args(argv, flag_values):
+    try:
+      config = config_files.load(spec)
+    except SemcorrError as e:
+      return f'--{name}: {e}'
+    for key in keys:
+      missing = config_files.missing_field(config, key)
+      if missing:
+        return f'--{name}: {missing}'
+  return ''
+
+
+def _flag_error_line(error: Exception) -> str:
+  """One line for any other error raised while flags parse."""
+  text = str(error)
+  if 'Traceback (most recent call last)' in text:  # a config file's error
+    lines = [l.strip() for l in text.splitlines() if l.strip()]
+    text = f'{lines[0]} {lines[-1]}'
+  if not isinstance(error, flags.Error):
+    text = f'{type(error).__name__}: {text}'
+  return f'{" ".join(text.split())}; see --helpshort'
+
+
+def _config_flag_args(argv: list[str], flag_values: flags.FlagValues
+                      ) -> list[tuple[str, str, list[str]]]:
+  """(name, 'file:variant', [override keys]) of each config file flag given
+  on the command line (`--name=spec` or `--name spec`)."""
+  found = []
+  for name in list(flag_values):
+    flag = flag_values[name]
+    if name != flag.name or not isinstance(
+        flag.parser, config_file_flags.ConfigFileFlagParser):
+      continue  # a short name, or not a config file flag
+    spec, keys = None, []
+    for i, arg in enumerate(argv):
+      if not arg.startswith('-'):
+        continue
+      head, eq, value = arg.lstrip('-').partition('=')
+      if head == name:
+        spec = value if eq else (argv[i + 1] if i + 1 < len(argv) else None)
+      elif head.startswith(f'{name}.'):
+        keys.append(head[len(name) + 1:])
+    if spec:
+      found.append((name, spec, keys))
+  return found
 
 
 def main_wrapper(main: Callable[[list[str]], Any]
                  ) -> Callable[[list[str]], Any]:
-  """Turns user errors of `main` into `error: <message>` and exit status 1.
+  """Turns any failure of `main` into `error: <one line>` and exit status 1.
+
+  A `SemcorrError` (or `app.UsageError`) prints its message; an OS error
+  (a full disk, permissions) its file and reason; anything else its type
+  and first line, with a hint to run again with `--verbose` (or
+  SEMCORR_VERBOSE=1), which prints the full traceback above the line.
+  KeyboardInterrupt exits with status 130.
 
   Also lowers absl logging (Orbax logs every step at INFO) to warnings unless
   `--verbosity` was given.
@@ -80,31 +199,69 @@ def main_wrapper(main: Callable[[list[str]], Any]
   def wrapped(argv):
     if 'verbosity' in flags.FLAGS and not flags.FLAGS['verbosity'].present:
       logging.set_verbosity(logging.WARNING)
+    if flags.FLAGS['verbose'].value:  # the library reads the environment
+      os.environ[VERBOSE_ENV] = '1'
     try:
       return main(argv)
-    except SemcorrError as e:
-      _fail(str(e))
-    except OSError as e:  # disk full, permissions, ...: not a bug of ours
-      where = f'{e.filename}: ' if e.filename else ''
-      _fail(f'{where}{e.strerror or e}')
     except KeyboardInterrupt:
-      print('interrupted', file=sys.stderr)
+      sys.stdout.flush()
+      _write_error('interrupted\n')
       sys.exit(130)
+    except Exception as e:  # pylint: disable=broad-except
+      _fail(error_line(e, hint=not verbose()), e)
 
   return wrapped
 
 
-def _fail(message: str) -> None:
+def error_line(error: BaseException, hint: bool = True) -> str:
+  """The one line an error is shown as (see `main_wrapper`)."""
+  if isinstance(error, (SemcorrError, app.UsageError)):
+    return str(error)
+  if isinstance(error, OSError) and error.strerror:
+    where = f'{error.filename}: ' if error.filename else ''
+    return f'{where}{error.strerror}'
+  first = next((l.strip() for l in str(error).splitlines() if l.strip()), '')
+  if len(first) > _MAX_DETAIL:
+    first = first[:_MAX_DETAIL] + '...'
+  line = f'{type(error).__name__}: {first}' if first else type(error).__name__
+  return f'{line} {_HINT}' if hint else line
+
+
+def thread_excepthook(args) -> None:
+  """`threading.excepthook` of the tools: one `error:` line per thread that
+  dies of an exception (its traceback too with --verbose)."""
+  if args.exc_type is SystemExit:
+    return
+  if verbose():
+    threading.__excepthook__(args)
+  name = args.thread.name if args.thread is not None else '?'
+  line = ' '.join(error_line(args.exc_value, hint=not verbose()).split())
+  sys.stderr.write(f'error: in thread {name!r}: {line}\n')
+  sys.stderr.flush()
+
+
+def _fail(message: str, error: BaseException | None = None) -> None:
+  """Prints `error: <message>` (after `error`'s traceback when verbose) and
+  exits with status 1."""
   message = ' '.join(str(message).split()) or 'unknown error'
   sys.stdout.flush()
-  if _ERROR_FD is not None:
-    os.write(_ERROR_FD, f'error: {message}\n'.encode())
-  else:
-    print(f'error: {message}', file=sys.stderr, flush=True)
+  text = f'error: {message}\n'
+  if error is not None and verbose():
+    text = ''.join(traceback.format_exception(error)) + text
+  _write_error(text)
   if _QUIET_EXIT:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stderr.fileno())
   sys.exit(1)
+
+
+def _write_error(text: str) -> None:
+  """Writes to the user's stderr, also while `native_stderr_held` holds it."""
+  if _ERROR_FD is not None:
+    os.write(_ERROR_FD, text.encode('utf-8', 'backslashreplace'))
+  else:
+    sys.stderr.write(text)
+    sys.stderr.flush()
 
 
 @contextlib.contextmanager
@@ -114,10 +271,11 @@ def native_stderr_held():
   On success the held output is written to stderr; on an exception it is
   dropped and fd 2 stays held, so that only `_fail`'s one line reaches the
   user (background threads of a failed Orbax restore print tracebacks while
-  the checkpoint manager closes). Only active under `run` (a real process).
+  the checkpoint manager closes). Only active under `run` (a real process),
+  and not with --verbose (everything is shown then).
   """
   global _ERROR_FD
-  if not _QUIET_EXIT:
+  if not _QUIET_EXIT or verbose():
     yield
     return
   sys.stderr.flush()
@@ -140,142 +298,10 @@ def native_stderr_held():
     sys.stderr.flush()
 
 
-# --- inputs -------------------------------------------------------------------
-def _skimage_photo(spec: str) -> np.ndarray:
-  """`skimage:<name>` or `skimage:<name>_warped` -> (H, W, 3) uint8."""
-  name = spec[len(SKIMAGE_PREFIX):]
-  warped = name.endswith(WARPED_SUFFIX)
-  if warped:
-    name = name[:-len(WARPED_SUFFIX)]
-  known = set(getattr(skimage.data, '__all__', ())) - {'download_all'}
-  loader = getattr(skimage.data, name, None) if name in known else None
-  hint = (f"bundled photos include {', '.join(SKIMAGE_PHOTOS)}; add "
-          f"'{WARPED_SUFFIX}' for a fixed affine warp, e.g. skimage:chelsea"
-          f'{WARPED_SUFFIX}')
-  if not callable(loader):
-    raise SemcorrError(f'{spec}: no scikit-image photo {name!r}; {hint}')
-  try:
-    image = np.asarray(loader())
-  except Exception as e:  # pylint: disable=broad-except
-    raise SemcorrError(f'{spec}: cannot load it ({type(e).__name__}); '
-                       f'{hint}') from e
-  if image.dtype != np.uint8 or not (
-      image.ndim == 2 or (image.ndim == 3 and image.shape[-1] in (3, 4))):
-    raise SemcorrError(f'{spec} is not a photo (shape {image.shape}, dtype '
-                       f'{image.dtype}); {hint}')
-  image = _to_rgb(image)
-  return warp_fixed(image) if warped else image
-
-
-def _to_rgb(image: np.ndarray) -> np.ndarray:
-  if image.ndim == 2:
-    image = np.stack([image] * 3, axis=-1)
-  return np.ascontiguousarray(image[..., :3])
-
-
-def warp_fixed(image: np.ndarray, degrees: float = 8.0) -> np.ndarray:
-  """A fixed affine warp: rotation about the centre plus the zoom that keeps
-  the whole output inside the photo (so no border or edge streaks).
-
-  Used for `skimage:<name>_warped`, a second view of a bundled photo for
-  demos.
-  """
-  h, w = image.shape[:2]
-  c, s = np.cos(np.deg2rad(degrees)), np.sin(np.deg2rad(degrees))
-  zoom = 1.02 * max((w * c + h * s) / w, (w * s + h * c) / h)
-  centre = np.array([w / 2.0, h / 2.0])
-  move = (transform.AffineTransform(translation=-centre) +
-          transform.AffineTransform(scale=zoom, rotation=np.deg2rad(degrees))
-          + transform.AffineTransform(translation=centre))
-  out = transform.warp(image, move.inverse, mode='edge', preserve_range=True)
-  return np.round(out).astype(np.uint8)
-
-
-def read_image(spec: str, what: str = 'image') -> np.ndarray:
-  """Reads a photo file (any format Pillow reads) or `skimage:<name>`.
-
-  Args:
-    spec: a file path, `skimage:<name>` (a photo bundled with scikit-image,
-      e.g. `skimage:chelsea`) or `skimage:<name>_warped`.
-    what: the flag it came from, for messages.
-
-  Returns:
-    (H, W, 3) uint8 RGB.
-
-  Raises:
-    SemcorrError: missing file, unreadable or corrupt image.
-  """
-  if not spec:
-    raise SemcorrError(f'no {what} given')
-  if spec.startswith(SKIMAGE_PREFIX):
-    return _skimage_photo(spec)
-  if not os.path.exists(spec):
-    raise SemcorrError(f'{what} {spec!r}: no such file')
-  if os.path.isdir(spec):
-    raise SemcorrError(f'{what} {spec!r} is a folder, not an image file')
-  try:
-    with Image.open(spec) as im:
-      im.load()  # decode now: truncated files fail here, not later
-      image = np.asarray(im.convert('RGB'))
-  except UnidentifiedImageError as e:
-    raise SemcorrError(f'{what} {spec!r} is corrupt or not an image '
-                       '(Pillow cannot identify it)') from e
-  except (OSError, ValueError, SyntaxError) as e:
-    raise SemcorrError(f'{what} {spec!r} is corrupt or unreadable: '
-                       f'{" ".join(str(e).split())}') from e
-  if image.shape[0] < 2 or image.shape[1] < 2:
-    raise SemcorrError(f'{what} {spec!r} is too small ({image.shape[1]}x'
-                       f'{image.shape[0]} pixels)')
-  return image
-
-
-def read_keypoints_csv(path: str) -> np.ndarray:
-  """Reads keypoints `x,y` per row; an optional header row is skipped.
-
-  With a header that names columns `x` and `y` those columns are used,
-  otherwise the first two. Blank lines are ignored.
-
-  Returns:
-    (N, 2) float64 (x, y) in pixels, N >= 1.
-
-  Raises:
-    SemcorrError: missing file, a non-numeric or short row, no points.
-  """
-  if not os.path.isfile(path):
-    raise SemcorrError(f'keypoints {path!r}: no such file')
-  try:
-    with open(path, newline='') as f:
-      rows = [(i + 1, r) for i, r in enumerate(csv.reader(f))
-              if any(c.strip() for c in r)]
-  except (OSError, UnicodeDecodeError, csv.Error) as e:
-    raise SemcorrError(f'keypoints {path!r}: cannot read it ({e})') from e
-  cols = (0, 1)
-  if rows and not _is_number(rows[0][1][0]):
-    header = [c.strip().lower() for c in rows[0][1]]
-    if 'x' in header and 'y' in header:
-      cols = (header.index('x'), header.index('y'))
-    rows = rows[1:]
-  points = []
-  for line, row in rows:
-    try:
-      points.append([float(row[cols[0]]), float(row[cols[1]])])
-    except (IndexError, ValueError) as e:
-      raise SemcorrError(f'keypoints {path!r} line {line}: expected two '
-                         f'numbers x,y, got {",".join(row)!r}') from e
-  points = np.asarray(points, np.float64).reshape(-1, 2)
-  if points.shape[0] == 0:
-    raise SemcorrError(f'keypoints {path!r} holds no points (rows x,y)')
-  if not np.all(np.isfinite(points)):
-    raise SemcorrError(f'keypoints {path!r} has NaN or infinite values')
-  return points
-
-
-def _is_number(text: str) -> bool:
-  try:
-    float(text)
-    return True
-  except ValueError:
-    return False
+# --- inputs: `semcorr_jax.image_files`, shared with the Python API ------------
+read_image = image_files.read_image
+read_keypoints_csv = image_files.read_keypoints_csv
+warp_fixed = image_files.warp_fixed
 
 
 # --- outputs ------------------------------------------------------------------
@@ -285,23 +311,34 @@ def atomic_path(path: str) -> str:
   return os.path.join(directory, f'.{name}.tmp')
 
 
+@contextlib.contextmanager
+def atomic_write(path: str, mode: str = 'wb', **kwargs):
+  """Opens the temporary file of `path`; renamed to `path` when the block
+  ends, removed (and `path` left as it was) when it raises."""
+  tmp = atomic_path(path)
+  try:
+    with open(tmp, mode, **kwargs) as f:
+      yield f
+    os.replace(tmp, path)
+  except BaseException:
+    with contextlib.suppress(OSError):
+      os.remove(tmp)
+    raise
+
+
 def save_npy(path: str, array: np.ndarray) -> str:
   """Writes `array` as .npy, atomically."""
-  tmp = atomic_path(path)
-  with open(tmp, 'wb') as f:
+  with atomic_write(path) as f:
     np.save(f, array)
-  os.replace(tmp, path)
   return path
 
 
 def write_keypoints_csv(path: str, points_s: np.ndarray,
                         points_t: np.ndarray) -> str:
   """Writes `x_source,y_source,x_target,y_target` rows, atomically."""
-  tmp = atomic_path(path)
-  with open(tmp, 'w', newline='') as f:
+  with atomic_write(path, 'w', newline='') as f:
     writer = csv.writer(f)
     writer.writerow(['x_source', 'y_source', 'x_target', 'y_target'])
     for (xs, ys), (xt, yt) in zip(points_s, points_t):
       writer.writerow([f'{xs:.6g}', f'{ys:.6g}', f'{xt:.4f}', f'{yt:.4f}'])
-  os.replace(tmp, path)
   return path

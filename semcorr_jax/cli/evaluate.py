@@ -48,6 +48,7 @@ only when a run completes: a failing run keeps earlier results.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable, Sequence
 
 from absl import app
@@ -55,8 +56,10 @@ from absl import flags
 import jax
 import tensorflow_datasets as tfds
 
+from semcorr_jax import api
 from semcorr_jax import checkpointing
 from semcorr_jax import methods
+from semcorr_jax import output_paths
 from semcorr_jax import parallel
 from semcorr_jax import train
 from semcorr_jax import workdirs
@@ -70,6 +73,7 @@ FLAGS = flags.FLAGS
 REAL_BENCHMARKS = ('pf_pascal', 'pf_willow', 'spair71k', 'tss',
                    'caltech101')
 BENCHMARKS = ('synthetic',) + REAL_BENCHMARKS
+EVAL_FOLDER = 'eval'  # <workdir>/eval: every evaluator writes there
 # Flags that only apply to the real benchmarks.
 _REAL_ONLY = ('data_dir', 'tfds_dir', 'split', 'protocol', 'input_size',
               'direction', 'threshold', 'frame', 'alphas', 'kps_padding_bug',
@@ -204,6 +208,35 @@ def _declared_flows(config) -> tuple[Any, ...]:
     raise SemcorrError(f'config.json: {e.args[0]}') from e
 
 
+def read_config(workdir: str):
+  """`workdirs.load_config`, any failure one SemcorrError line."""
+  try:
+    return workdirs.load_config(workdir)
+  except SemcorrError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    raise SemcorrError(
+        f'cannot read {os.path.join(workdir, checkpointing.CONFIG_FILE)}: '
+        f'{checkpointing.describe_error(e)}; is it the config.json '
+        'semcorr-train wrote?') from e
+
+
+def check_results_folder(workdir: str) -> str:
+  """Checks that `<workdir>/eval` (and `eval/pairs`) can be written, before
+  anything is loaded or evaluated; returns `<workdir>/eval`."""
+  out = os.path.join(workdir, EVAL_FOLDER)
+  for folder in (out, os.path.join(out, 'pairs')):
+    try:
+      if folder == out or os.path.lexists(folder):
+        output_paths.check_writable_dir(folder, '--workdir')
+    except SemcorrError as e:
+      raise SemcorrError(
+          f'semcorr-eval cannot write its results into {folder}: it, or the '
+          'folder it goes in, is a file or not writable (permissions or a '
+          'read-only disk); evaluate a writable copy of the workdir') from e
+  return out
+
+
 def evaluate(workdir: str, make: MakeEvaluators, *, step: int | None = None,
              best: bool = False, progress: bool = False,
              echo: Callable[[str], Any] | None = None
@@ -223,15 +256,17 @@ def evaluate(workdir: str, make: MakeEvaluators, *, step: int | None = None,
     each `<name>.json` holds).
 
   Raises:
-    SemcorrError: not a workdir, a bad evaluator, missing data or
-      checkpoint.
+    SemcorrError: not a workdir, an unwritable `<workdir>/eval`, a bad
+      evaluator, missing data, a missing or unreadable checkpoint; checked
+      in that order, before any evaluation.
   """
-  config = workdirs.load_config(workdir)
+  config = read_config(workdir)
+  check_results_folder(workdir)
   evals = make(config, _declared_flows(config))
   with common.native_stderr_held():  # TFDS and Orbax: one line on failure
     for ev in evals:
       ev.check()
-    restored = workdirs.restore(
+    restored = api.restore_workdir(
         workdir, step, folder='best' if best else checkpointing.CHECKPOINT_DIR)
   if tuple(restored.method.flows) != _declared_flows(config):
     evals = make(config, restored.method.flows)

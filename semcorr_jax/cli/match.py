@@ -15,10 +15,14 @@ declared extra of the source -> target direction under its flat key (e.g.
 another flow's as `match_<flow>_confidence.npy`), and, with `--keypoints`,
 `out/match_keypoints.csv` (x_source,y_source,x_target,y_target).
 
-Images are read with Pillow as RGB, at any size; `skimage:<name>` is a photo
-bundled with scikit-image (e.g. `skimage:chelsea`), `skimage:<name>_warped`
-the same photo under a fixed affine warp. The keypoints CSV has one `x,y` row
-per point (pixels of the source, x first) and an optional header.
+Images are read with Pillow as RGB, at any size, upright as their EXIF
+orientation says, 16-bit ones scaled (`semcorr_jax.image_files`, as the
+Python API reads files); `skimage:<name>` is a photo bundled with
+scikit-image (e.g. `skimage:chelsea`), `skimage:<name>_warped` the same photo
+under a fixed affine warp. The keypoints CSV has one x, y row per point
+(pixels of the upright source), an optional header naming the x and y
+columns, and `,`, `;`, tab or spaces between values; a point outside the
+source is refused before the model loads.
 """
 from __future__ import annotations
 
@@ -30,6 +34,8 @@ from absl import flags
 import numpy as np
 
 from semcorr_jax import api
+from semcorr_jax import image_files
+from semcorr_jax import output_paths as output_checks
 from semcorr_jax import outputs
 from semcorr_jax.cli import common
 from semcorr_jax.errors import SemcorrError
@@ -79,6 +85,17 @@ def output_paths(output: str,
   return paths
 
 
+def check_outputs(output: str, with_csv: bool,
+                  flows: Sequence[outputs.Flow] = outputs.DEFAULT_FLOWS
+                  ) -> None:
+  """Checks that every file `match_files` writes can be written (not a
+  folder; a folder that exists writable, or can be created), before any
+  work."""
+  for kind, path in output_paths(output, flows).items():
+    if kind != 'csv' or with_csv:
+      output_checks.check_writable_output(path, '--output', make_parents=True)
+
+
 def default_points(height: int, width: int, n: int = 4) -> np.ndarray:
   """An n x n grid of points over the central 70 % of an image (for drawing)."""
   xs = np.linspace(0.15 * (width - 1), 0.85 * (width - 1), n)
@@ -92,8 +109,8 @@ def match_files(workdir: str, source: str, target: str, output: str,
                 best: bool = False) -> dict[str, str]:
   """Library form of the tool: reads, matches, writes; returns the paths.
 
-  Inputs are all checked before the model loads, and nothing is written
-  until the match succeeded.
+  Inputs and output locations are all checked before the model loads, and
+  nothing is written until the match succeeded.
 
   Returns:
     {kind: path written}, kinds as in `output_paths`.
@@ -106,9 +123,11 @@ def match_files(workdir: str, source: str, target: str, output: str,
   src = common.read_image(source, 'source')
   tgt = common.read_image(target, 'target')
   points_s = common.read_keypoints_csv(keypoints) if keypoints else None
+  if points_s is not None:
+    api.check_points(points_s, f'keypoints {image_files.shown(keypoints)}',
+                     src.shape[:2])
   out_dir = os.path.dirname(os.path.abspath(output))
-  if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-    raise SemcorrError(f'cannot write {output!r}: {out_dir!r} is a file')
+  check_outputs(output, points_s is not None)
   if not os.path.isdir(workdir or ''):
     raise SemcorrError(f'workdir {workdir!r}: no such folder')
   if not os.path.isfile(os.path.join(workdir, 'config.json')):
@@ -117,6 +136,7 @@ def match_files(workdir: str, source: str, target: str, output: str,
 
   with common.native_stderr_held():  # a failed restore is one line
     matcher = api.load(workdir, step, best=best)
+  check_outputs(output, points_s is not None, matcher.flows)
   common.hide_gpus_from_tensorflow(import_if_needed=False)
   result = matcher.match(src, tgt)
   drawn_s = points_s if points_s is not None else default_points(
@@ -127,7 +147,7 @@ def match_files(workdir: str, source: str, target: str, output: str,
   os.makedirs(out_dir, exist_ok=True)
   visualize.draw_flows(  # atomic write
       paths['png'], src, tgt, matcher.flows, result, points_s=drawn_s,
-      points_t=drawn_t, title=f'{source} -> {target} (step {matcher.step})')
+      points_t=drawn_t, title=_title(source, target, matcher.step))
   common.save_npy(paths['npy'], result['mapping_st'].astype(np.float32))
   written = {'png': paths['png'], 'npy': paths['npy']}
   for key, path in paths.items():
@@ -139,6 +159,13 @@ def match_files(workdir: str, source: str, target: str, output: str,
   return written
 
 
+def _title(source: str, target: str, step: int | None) -> str:
+  """The picture's title: file names as text matplotlib draws verbatim."""
+  names = [image_files.printable(p).replace('$', r'\$')
+           for p in (source, target)]
+  return f'{names[0]} -> {names[1]} (step {step})'
+
+
 @common.main_wrapper
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
@@ -147,7 +174,7 @@ def main(argv: list[str]) -> None:
                         FLAGS.output, keypoints=FLAGS.keypoints,
                         step=FLAGS.step, best=FLAGS.best)
   for path in written.values():
-    print(f'wrote {path}')
+    print(f'wrote {image_files.printable(path)}')
 
 
 def run() -> None:

@@ -21,6 +21,7 @@ says in its error what is missing and where to download it.
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any, Iterator
 
 import numpy as np
@@ -43,23 +44,29 @@ class DatasetInfo:
     builder: the builder class name in that module.
     splits: the splits it generates.
     kind: 'keypoints', 'flow' or 'masks' (the record format).
+    locate: the module's function that finds the downloaded files in a
+      manual dir, raising a SemcorrError that says what is missing.
   """
 
   module: str
   builder: str
   splits: tuple[str, ...]
   kind: str
+  locate: str
 
 
 DATASETS = {
     'pf_pascal': DatasetInfo('pf_pascal', 'PfPascal',
-                             ('train', 'validation', 'test'), 'keypoints'),
-    'pf_willow': DatasetInfo('pf_willow', 'PfWillow', ('test',), 'keypoints'),
+                             ('train', 'validation', 'test'), 'keypoints',
+                             'find_pf_pascal_root'),
+    'pf_willow': DatasetInfo('pf_willow', 'PfWillow', ('test',), 'keypoints',
+                             'find_pair_csv'),
     'spair71k': DatasetInfo('spair', 'Spair71k',
-                            ('train', 'validation', 'test'), 'keypoints'),
-    'tss': DatasetInfo('tss', 'Tss', ('test',), 'flow'),
+                            ('train', 'validation', 'test'), 'keypoints',
+                            'find_spair_root'),
+    'tss': DatasetInfo('tss', 'Tss', ('test',), 'flow', 'find_tss'),
     'caltech101': DatasetInfo('caltech', 'Caltech101Pairs', ('test',),
-                              'masks'),
+                              'masks', 'find_caltech'),
 }
 
 _MODULES = {module.__name__.rsplit('.', 1)[-1]: module
@@ -102,9 +109,29 @@ def prepare(name: str, *, data_dir: str | None = None,
     kwargs['config'] = config
   builder = cls(**kwargs)
   if not builder.is_prepared():
+    if manual_dir is not None:  # before TFDS creates its folders
+      check_files(name, manual_dir)
     download_config = tfds.download.DownloadConfig(manual_dir=manual_dir)
     builder.download_and_prepare(download_config=download_config)
   return builder
+
+
+def check_files(name: str, manual_dir: str) -> None:
+  """Checks that `manual_dir` holds the benchmark's downloaded files (their
+  root folder or list); creates nothing.
+
+  Raises:
+    SemcorrError: what is missing, where it was looked for and how to get
+      it (the builder's own message).
+  """
+  entry = info(name)
+  module = _MODULES[entry.module]
+  if not os.path.isdir(manual_dir) or not os.listdir(manual_dir):
+    title = getattr(module, 'DATASET', entry.module.upper())
+    raise errors.SemcorrError(
+        f'{title}: the manual dir {manual_dir} is missing or empty; '
+        f'{module.fetch_hint()}.')
+  getattr(module, entry.locate)(manual_dir)
 
 
 def examples(name: str, split: str, *, data_dir: str | None = None,
