@@ -103,8 +103,12 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   try:
     with open(path) as f:
       raw = json.load(f)
-  except (OSError, json.JSONDecodeError) as e:
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
     raise SemcorrError(f'cannot read {path}: {e}') from e
+  if not isinstance(raw, dict) or not isinstance(raw.get('method'), str):
+    raise SemcorrError(
+        f'{path} is not a run config (a JSON object naming its `method`); '
+        f'an older one may be kept in {os.path.join(workdir, CONFIG_HISTORY_DIR)}')
   return ml_collections.ConfigDict(upgrade_config(_tuplify(raw)))
 
 
@@ -310,17 +314,18 @@ class Checkpointer:
       CheckpointMismatchError: the newest readable checkpoint does not fit.
       CheckpointCorruptError: every checkpoint is damaged.
     """
-    damaged = []
+    damaged, last_error = [], None
     for step in sorted(self.all_steps(), reverse=True):
       try:
         state, meta = self.restore(step, abstract_state)
       except CheckpointCorruptError as e:
         damaged.append((step, str(e)))
+        last_error = e
         continue
       return step, state, meta, damaged
     raise CheckpointCorruptError(
         f'no intact checkpoint in {self.directory}: '
-        f'{"; ".join(m for _, m in damaged)}')
+        f'{"; ".join(m for _, m in damaged)}') from last_error
 
   def committed_steps(self) -> list[int]:
     """Steps whose folder is complete, read from disk (Orbax renames a

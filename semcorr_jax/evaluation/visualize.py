@@ -103,8 +103,12 @@ def _save(fig: Figure, path: str, dpi: int) -> str:
   """Writes the figure atomically (a crash never leaves half a PNG)."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   tmp = path + '.tmp'
-  fig.savefig(tmp, format='png', dpi=dpi, bbox_inches='tight')
-  os.replace(tmp, path)
+  try:
+    fig.savefig(tmp, format='png', dpi=dpi, bbox_inches='tight')
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
   return path
 
 
@@ -458,8 +462,12 @@ def save_image(path: str, image: np.ndarray) -> str:
     image = np.round(to_float_image(image) * 255).astype(np.uint8)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   tmp = path + '.tmp'
-  Image.fromarray(image).save(tmp, format='PNG')
-  os.replace(tmp, path)
+  try:
+    Image.fromarray(image).save(tmp, format='PNG')
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
   return path
 
 
