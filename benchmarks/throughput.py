@@ -12,8 +12,8 @@ path or a name in configs/, or bare variants of `--config_file`) name what
 to time. Prints one JSON line per (config, dtype); benchmarks/README.md
 explains every field. The model step runs on random arrays of the data
 pipeline's batch spec (no tf.data), data-parallel over all devices with the
-trainer's state creation (`train.create_state`), shardings and donation, so
-the figures measure the step alone; `--with_data` times the tf.data pipeline
+trainer's state creation (`starting_state.create_state`), shardings and
+donation, so the figures measure the step alone; `--with_data` times the tf.data pipeline
 on its own. Inference runs the jitted `method.predict` on one device, like
 `semcorr_jax.load(...).match`.
 
@@ -51,6 +51,7 @@ import numpy as np  # noqa: E402  pylint: disable=g-import-not-at-top
 
 from semcorr_jax import methods  # noqa: E402  pylint: disable=g-import-not-at-top
 from semcorr_jax import parallel  # noqa: E402  pylint: disable=g-import-not-at-top
+from semcorr_jax import starting_state  # noqa: E402  pylint: disable=g-import-not-at-top
 from semcorr_jax import train  # noqa: E402  pylint: disable=g-import-not-at-top
 from semcorr_jax.data import pipeline  # noqa: E402  pylint: disable=g-import-not-at-top
 from semcorr_jax.models import backbones  # noqa: E402  pylint: disable=g-import-not-at-top
@@ -427,7 +428,7 @@ def benchmark(config: ml_collections.ConfigDict, name: str,
   method = methods.get(config.method)(config, total_steps=1000)
 
   # Train step: the trainer's state, shardings and donation.
-  state, abstract = train.create_state(method, config, mesh,
+  state, abstract = starting_state.create_state(method, config, mesh,
                                        jax.random.key(config.seed))
   state_shardings = jax.tree.map(lambda s: s.sharding, abstract)
   step_fn = train.jit_train_step(method, mesh)

@@ -38,10 +38,9 @@ from semcorr_jax import metric_writers
 from semcorr_jax import parallel
 from semcorr_jax import run_checks
 from semcorr_jax import run_evaluations
+from semcorr_jax import starting_state
 from semcorr_jax import workdir_lock
-from semcorr_jax import workdirs
 from semcorr_jax.data import pipeline
-from semcorr_jax.errors import CheckpointMismatchError
 from semcorr_jax.errors import NonFiniteLossError
 from semcorr_jax.errors import SemcorrError
 
@@ -64,78 +63,6 @@ def check_batch_keys(method: methods.Method,
         f'method {type(method).__name__} trains on batches with '
         f'{list(method.batch_keys)}, but data.source='
         f'{data_config.source!r} yields {sorted(spec)} (missing: {missing})')
-
-
-def create_state(method: methods.Method, config: ml_collections.ConfigDict,
-                 mesh: jax.sharding.Mesh, rng: jax.Array):
-  """Initialises the train state replicated over `mesh`, without a host copy.
-
-  Returns:
-    (state, abstract_state) where `abstract_state` carries the shardings and is
-    the restore target for checkpoints.
-  """
-  batch = jax.tree.map(jnp.asarray, pipeline.dummy_batch(config.data, 1))
-  abstract = jax.eval_shape(method.init_state, rng, batch)
-  replicated = parallel.replicated(mesh)
-  abstract = jax.tree.map(
-      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
-      abstract)
-  state = jax.jit(method.init_state, out_shardings=replicated)(rng, batch)
-  return state, abstract
-
-
-def load_pretrained(method: methods.Method, state: Any,
-                    mesh: jax.sharding.Mesh) -> Any:
-  """Applies `method.load_pretrained` (e.g. backbone weights) to a state."""
-  variables = parallel.to_host(method.state_variables(state))
-  loaded = method.load_pretrained(variables)
-  if loaded is variables:
-    return state
-  return method.with_state_variables(state, parallel.replicate(loaded, mesh))
-
-
-def check_init_from(config: ml_collections.ConfigDict) -> None:
-  """One clear error for `init_from.subtrees` without a run to read them.
-
-  A config that names subtrees is a later stage (e.g. configs/camnet.py:
-  quick on a trained SFNet); training it from scratch would be a silent
-  mistake.
-  """
-  init = config.get('init_from')
-  if init is not None and init.subtrees and not init.workdir:
-    raise SemcorrError(
-        f'init_from.subtrees={tuple(init.subtrees)} names what to copy from '
-        'another run, but init_from.workdir is not set: pass '
-        '--config.init_from.workdir=<a trained run> (or '
-        "--config.init_from.subtrees='()' to start from scratch).")
-
-
-def apply_init_from(method: methods.Method, state: Any,
-                    config: ml_collections.ConfigDict,
-                    mesh: jax.sharding.Mesh) -> Any:
-  """Copies `config.init_from`'s variables (another run) into a fresh state."""
-  check_init_from(config)
-  init = config.init_from
-  if not init.workdir:
-    return state
-  source = workdirs.restore(init.workdir, init.step, for_inference=False,
-                            folder=init.folder)
-  variables = parallel.to_host(method.state_variables(state))
-  variables, copied = workdirs.copy_subtrees(
-      variables, parallel.to_host(source.variables),
-      tuple(init.subtrees))
-  if jax.process_index() == 0:
-    print(f'Initialised {copied} arrays from {init.workdir} (step '
-          f'{source.step}, method {source.config.method})', flush=True)
-  return method.with_state_variables(state, parallel.replicate(variables,
-                                                               mesh))
-
-
-def initial_state(method, config, mesh, rng):
-  """A fresh state with pretrained weights and `init_from` applied."""
-  state, abstract = create_state(method, config, mesh, rng)
-  state = load_pretrained(method, state, mesh)
-  return apply_init_from(method, state, config, mesh), abstract
 
 
 def jit_train_step(method: methods.Method, mesh: jax.sharding.Mesh):
@@ -228,36 +155,6 @@ def _empty_folder(folder: str, keep: str) -> None:
       os.remove(path)
 
 
-def _restore_or_init(method, config, mesh, init_rng, workdir):
-  """The state the run starts from: its newest intact checkpoint, else a
-  fresh one. Reads only.
-
-  Returns:
-    (state, start step, data index, [(step, message)] of damaged
-    checkpoints skipped).
-  """
-  folder = os.path.join(workdir, checkpointing.CHECKPOINT_DIR)
-  reader = None
-  if os.path.isdir(folder):
-    reader = checkpointing.Checkpointer(workdir, read_only=True)
-  if reader is None or not reader.all_steps():
-    if reader is not None:
-      reader.close()
-    state, _ = initial_state(method, config, mesh, init_rng)
-    return state, 0, 0, []
-  _, abstract = create_state(method, config, mesh, init_rng)
-  try:
-    step, state, meta, damaged = reader.restore_intact(abstract)
-  except CheckpointMismatchError as e:
-    raise SemcorrError(
-        f'{e}. A run saved by an older version or with another model '
-        f'cannot resume here; start a new run from it: --workdir=<new '
-        f'folder> --config.init_from.workdir={workdir}') from e
-  finally:
-    reader.close()
-  return state, step, int(meta['data_index']), damaged
-
-
 def _save_failed(ckpt, error: BaseException) -> SemcorrError:
   """One line for a checkpoint save that failed (a full disk, a lost
   mount), after removing what it left half-written."""
@@ -300,7 +197,7 @@ def _train_and_evaluate(config, workdir):
     steps = total_train_steps(config)
     method = methods.get(config.method)(config, steps)
     check_batch_keys(method, config.data)
-    check_init_from(config)
+    starting_state.check_init_from(config)
     pipeline.num_examples(config.data, 'train')  # builds a real source
     return steps, method, run_evaluations.Evaluations(config, method, workdir)
   total_steps, method, evaluations = first_process_first(prepare)
@@ -308,7 +205,7 @@ def _train_and_evaluate(config, workdir):
 
   rng = jax.random.key(config.seed)
   init_rng, step_rng = jax.random.split(rng)
-  state, start_step, data_index, damaged = _restore_or_init(
+  state, start_step, data_index, damaged = starting_state.restore_or_init(
       method, config, mesh, init_rng, workdir)
   dataset = pipeline.make_pair_dataset(
       config.data, 'train', batch_size=local_batch_size, seed=config.seed,
@@ -363,7 +260,7 @@ def _loop(config, workdir, method, mesh, state, start_step, total_steps,
   # baseline every result is printed beside: same-image warps are easy.
   evaluations.baselines(
       lambda: state if start_step == 0 else
-      initial_state(method, config, mesh, init_rng)[0])
+      starting_state.initial_state(method, config, mesh, init_rng)[0])
 
   progress = metric_writers.Progress(total_steps, config.batch_size)
   pending, finite = [], jnp.asarray(True)

@@ -61,7 +61,7 @@ from semcorr_jax import checkpointing
 from semcorr_jax import methods
 from semcorr_jax import output_paths
 from semcorr_jax import parallel
-from semcorr_jax import train
+from semcorr_jax import starting_state
 from semcorr_jax import workdirs
 from semcorr_jax.cli import common
 from semcorr_jax.errors import SemcorrError
@@ -190,14 +190,14 @@ MakeEvaluators = Callable[[Any, Sequence[Any]], list[evaluators.Evaluator]]
 def untrained_variables(restored: workdirs.Restored) -> Any:
   """Inference variables of the model the run started from.
 
-  The trainer's own starting state (`train.initial_state`: the first half
-  of `jax.random.split(jax.random.key(config.seed))`, pretrained weights,
-  then `config.init_from`), on one device.
+  The trainer's own starting state (`starting_state.initial_state`: the
+  first half of `jax.random.split(jax.random.key(config.seed))`, pretrained
+  weights, then `config.init_from`), on one device.
   """
   config, method = restored.config, restored.method
   init_rng, _ = jax.random.split(jax.random.key(config.get('seed', 0)))
   mesh = parallel.make_mesh(jax.local_devices()[:1])
-  state, _ = train.initial_state(method, config, mesh, init_rng)
+  state, _ = starting_state.initial_state(method, config, mesh, init_rng)
   return parallel.to_host(method.inference_variables(state))
 
 

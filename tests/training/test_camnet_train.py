@@ -18,6 +18,7 @@ from semcorr_jax import checkpointing
 from semcorr_jax import config_files
 from semcorr_jax import methods
 from semcorr_jax import parallel
+from semcorr_jax import starting_state
 from semcorr_jax import train
 from semcorr_jax.data import pipeline
 from semcorr_jax.errors import SemcorrError
@@ -58,7 +59,8 @@ def _one_step(config, devices, batch, state=None):
   method = methods.get(config.method)(config, total_steps=10)
   replicated = parallel.replicated(mesh)
   if state is None:
-    state, _ = train.create_state(method, config, mesh, jax.random.key(0))
+    state, _ = starting_state.create_state(method, config, mesh,
+                                           jax.random.key(0))
   else:  # the same initial state, replicated over this mesh
     # This method instance's optimisers (static fields of the state).
     state = jax.device_put(state.replace(

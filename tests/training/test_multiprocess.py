@@ -12,6 +12,7 @@ import pytest
 from semcorr_jax import config_files
 from semcorr_jax import methods
 from semcorr_jax import parallel
+from semcorr_jax import starting_state
 from semcorr_jax import train
 from semcorr_jax import workdirs
 
@@ -40,7 +41,7 @@ def _initial_variables(config):
   """The variables both runs start from (the trainer's init, seed and rng)."""
   method = methods.get(config.method)(config, train.total_train_steps(config))
   init_rng, _ = jax.random.split(jax.random.key(config.seed))
-  state, _ = train.initial_state(method, config, parallel.make_mesh(),
+  state, _ = starting_state.initial_state(method, config, parallel.make_mesh(),
                                  init_rng)
   return jax.device_get(method.inference_variables(state))
 

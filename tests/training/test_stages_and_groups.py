@@ -8,6 +8,7 @@ import optax
 import pytest
 
 from semcorr_jax import methods
+from semcorr_jax import starting_state
 from semcorr_jax import train
 from semcorr_jax import workdirs
 from semcorr_jax.errors import SemcorrError
@@ -128,7 +129,7 @@ def test_subtrees_without_a_run_to_read_are_one_clear_error(
                      r'--config.init_from.workdir='):
     train.train_and_evaluate(config, str(workdir))
   assert not workdir.exists() or not any(workdir.iterdir())
-  train.check_init_from(load_config('camnet'))  # no subtrees: fine
+  starting_state.check_init_from(load_config('camnet'))  # no subtrees: fine
 
 
 @pytest.mark.slow  # trains a tiny SFNet
@@ -145,7 +146,8 @@ def test_camnet_starts_from_a_trained_sfnet_through_init_from(
                              'batch_stats:batch_stats/base')})
   method = methods.get('camnet')(camnet, 1)
   mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ('data',))
-  state, _ = train.initial_state(method, camnet, mesh, jax.random.key(0))
+  state, _ = starting_state.initial_state(method, camnet, mesh,
+                                          jax.random.key(0))
   got = method.state_variables(state)
   want = workdirs.restore(str(tmp_path / 'sfnet')).variables
   for path in (('params', 'adapt_layer3'), ('batch_stats', 'adapt_layer3')):

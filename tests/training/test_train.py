@@ -14,6 +14,7 @@ from semcorr_jax import checkpointing
 from semcorr_jax import config_files
 from semcorr_jax import methods
 from semcorr_jax import parallel
+from semcorr_jax import starting_state
 from semcorr_jax import train
 from semcorr_jax import workdirs
 from semcorr_jax.data import pipeline
@@ -41,7 +42,7 @@ def _first_batch(config):
 def _one_step(config, devices, batch):
   mesh = parallel.make_mesh(devices)
   method = methods.get(config.method)(config, total_steps=10)
-  state, abstract = train.create_state(method, config, mesh,
+  state, abstract = starting_state.create_state(method, config, mesh,
                                        jax.random.key(0))
   del abstract
   shardings = parallel.replicated(mesh)
@@ -78,7 +79,8 @@ def test_step_on_8_devices_matches_1_device():
 def _init_params(config):
   mesh = parallel.make_mesh(jax.devices()[:1])
   method = methods.get(config.method)(config, total_steps=10)
-  state, _ = train.create_state(method, config, mesh, jax.random.key(0))
+  state, _ = starting_state.create_state(method, config, mesh,
+                                         jax.random.key(0))
   return state.params
 
 
