@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 
@@ -17,9 +18,13 @@ import jax
 import numpy as np
 import pytest
 
+from semcorr_jax import config_files
 from semcorr_jax import train
 from semcorr_jax import workdirs
+from semcorr_jax.errors import NonFiniteLossError
 from semcorr_jax.errors import SemcorrError
+
+from helpers import paths
 
 
 def _config(load_config, **overrides):
@@ -51,8 +56,6 @@ def damage(checkpoint_dir) -> str:
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):
   """A finished 4-step SFNet run with checkpoints at steps 2 and 4."""
-  from semcorr_jax import config_files  # pylint: disable=g-import-not-at-top
-  from helpers import paths  # pylint: disable=g-import-not-at-top
   config = config_files.load(
       f'{paths.CONFIGS}/sfnet.py:test',
       {'evals.synthetic.untrained_baseline': False, 'keep_checkpoints': 5})
@@ -168,13 +171,12 @@ def test_a_stale_lock_is_reported_and_taken_over(run_copy, load_config,
                                                  capfd):
   dead = subprocess.run([sys.executable, '-c', 'import os; print(os.getpid())'],
                         capture_output=True, text=True, check=True)
-  import socket  # pylint: disable=g-import-not-at-top
   (run_copy / '.lock').write_text(json.dumps(
       {'pid': int(dead.stdout), 'host': socket.gethostname(),
        'started': 0}))
   train.train_and_evaluate(_config(load_config), str(run_copy))
   err = capfd.readouterr().err
-  assert f'stale lock' in err and f'pid {int(dead.stdout)}' in err
+  assert 'stale lock' in err and f'pid {int(dead.stdout)}' in err
   assert not (run_copy / '.lock').exists()
 
 
@@ -221,3 +223,16 @@ def test_metrics_hold_each_step_once_across_resumes(run_copy, load_config):
   keys = [(r['step'], r['split']) for r in records]
   assert len(keys) == len(set(keys)), keys
   assert [s for s, split in keys if split == 'train'] == [2, 3, 4]
+
+
+def test_a_resume_stopped_by_a_nan_keeps_the_runs_config(run_copy,
+                                                          load_config):
+  before = (run_copy / 'config.json').read_bytes()
+  config = _config(load_config, num_train_steps=8, log_every=1,
+                   **{'optimizer.lr': 1e30})
+  with pytest.raises(NonFiniteLossError):
+    train.train_and_evaluate(config, str(run_copy))
+  # No checkpoint of the lr=1e30 config exists: config.json still
+  # describes the checkpoints beside it.
+  assert (run_copy / 'config.json').read_bytes() == before
+  assert not (run_copy / 'config_history').exists()
