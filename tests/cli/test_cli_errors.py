@@ -233,10 +233,12 @@ def test_load_raises_one_semcorr_error_line(workdir, tmp_path, damage):
   message = str(e.value)
   assert '\n' not in message and str(damaged) in message, message
   assert len(message) < 600, message
-  if damage in (config_without_fields, config_not_a_dict):
+  if damage is config_without_fields:
     # Not recognised as a user error: the original is kept for --verbose.
     assert isinstance(e.value.__cause__, (KeyError, AttributeError,
                                           TypeError)), e.value.__cause__
+  if damage is config_not_a_dict:
+    assert 'is not a run config' in message, message
 
 
 @pytest.mark.slow  # a Python process, to see what background threads print
