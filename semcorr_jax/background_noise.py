@@ -34,11 +34,14 @@ def drop_failed_io_noise() -> None:
   """Drops the leftovers of failed TensorStore reads and writes from stderr.
 
   When one array of an Orbax restore (or save) fails, the operation fails
-  at once and its event loop closes while TensorStore's threads finish the
-  other reads or writes: each then reports "Event loop is closed" through
-  `sys.unraisablehook`, and asyncio logs "Future exception was never
-  retrieved" for every read error it collects, dozens of tracebacks after
-  the error itself reached the caller. Only those two are dropped; the
+  at once while TensorStore's threads finish the other reads or writes.
+  Those then report through `sys.unraisablehook` ("Event loop is closed"
+  when they call back into the closed loop; "Exception ignored in
+  <coroutine ...>" for read coroutines that were never awaited), and
+  asyncio logs "... exception was never retrieved" for every read error it
+  collects: up to thousands of traceback lines after the error itself
+  reached the caller, or after a damaged checkpoint was skipped. Only
+  reports of TensorStore errors and of the closed loop are dropped; the
   hook and the log filter are installed once (again if replaced since).
   """
   if verbose():
@@ -47,8 +50,9 @@ def drop_failed_io_noise() -> None:
     previous = sys.unraisablehook
 
     def hook(unraisable):
-      if not _closed_loop_callback(unraisable.exc_value,
-                                   unraisable.exc_traceback):
+      if not (_closed_loop_callback(unraisable.exc_value,
+                                    unraisable.exc_traceback) or
+              _tensorstore_error(unraisable.exc_value)):
         previous(unraisable)
 
     setattr(hook, _QUIET_HOOK, True)
@@ -66,12 +70,22 @@ def _closed_loop_callback(error: BaseException | None, tb) -> bool:
              for frame, _ in traceback.walk_tb(tb))
 
 
+def _tensorstore_error(error: BaseException | None) -> bool:
+  """An error of a TensorStore read or write (itself or a cause)."""
+  for _ in range(8):
+    if error is None:
+      return False
+    if 'tensorstore' in str(error).lower():
+      return True
+    error = error.__cause__ or error.__context__
+  return False
+
+
 def _not_a_lost_read_error(record: logging.LogRecord) -> bool:
-  """False for asyncio's report of a TensorStore read error nobody awaited."""
+  """False for asyncio's report of a TensorStore error nobody awaited."""
   error = record.exc_info[1] if record.exc_info else None
-  return not (str(record.msg).startswith('Future exception was never '
-                                         'retrieved')
-              and error is not None and 'tensorstore' in str(error).lower())
+  return not ('exception was never retrieved' in str(record.msg)
+              and _tensorstore_error(error))
 
 
 class _OrbaxFilter(logging.Filter):

@@ -261,6 +261,30 @@ def test_load_of_a_damaged_checkpoint_prints_nothing_afterwards(
   assert proc.stderr == '', proc.stderr[-3000:]
 
 
+@pytest.mark.slow  # a Python process, to see what background threads print
+def test_a_skipped_damaged_checkpoint_leaves_only_its_warning(workdir,
+                                                              tmp_path):
+  copy = _copy(workdir, tmp_path, 'newest_damaged')
+  shutil.copytree(copy / 'checkpoints' / '3', copy / 'checkpoints' / '5')
+  files = [os.path.join(d, f) for d, _, fs in
+           os.walk(copy / 'checkpoints' / '5') for f in fs]
+  _cut_in_half(max(files, key=os.path.getsize))
+  code = ('import time, gc, semcorr_jax\n'
+          'for _ in range(3):\n'
+          f'  print(semcorr_jax.load({str(copy)!r}).step)\n'
+          '  gc.collect()\n'
+          'time.sleep(2)\n'
+          'gc.collect()\n')
+  proc = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                        text=True, timeout=300, env=_env())
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stdout.split() == ['3', '3', '3'], proc.stdout
+  lines = proc.stderr.splitlines()
+  assert len(lines) == 3, proc.stderr[-3000:]
+  assert all(l.startswith('warning: ') and 'checkpoints/5 is corrupt' in l
+             and l.endswith('using step 3') for l in lines), lines
+
+
 # --- outputs and data, checked before the work --------------------------------
 def _no_loading(monkeypatch):
   def refuse(*args, **kwargs):
