@@ -109,7 +109,7 @@ def test_config_is_the_paper_setting():
       'full': ('confidence_aware', True)}.items():
     c = _config(f'test,{row}')
     assert (c.model.refinement, c.gan.enabled) == (refinement, gan), row
-  with pytest.raises(ValueError, match='Table-3'):
+  with pytest.raises(SemcorrError, match='Table-3'):
     _config('test,bogus')
 
 
