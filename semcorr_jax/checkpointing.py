@@ -36,6 +36,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from semcorr_jax import background_noise
+from semcorr_jax import output_paths
 from semcorr_jax.errors import CheckpointCorruptError
 from semcorr_jax.errors import CheckpointMismatchError
 from semcorr_jax.errors import SemcorrError
@@ -75,24 +76,10 @@ def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
     numbers = [int(n[:-5]) for n in os.listdir(history)
                if n.endswith('.json') and n[:-5].isdigit()]
     kept = os.path.join(history, f'{max(numbers, default=0) + 1}.json')
-    _write_atomic(kept, old)
-  _write_atomic(path, text.encode())
-
-
-def _write_atomic(path: str, data: bytes) -> None:
-  """Temporary file + rename: a crash or a full disk never leaves half a
-  file, and the temporary file is removed on failure."""
-  tmp = os.path.join(os.path.dirname(path), f'.{os.path.basename(path)}.tmp')
-  try:
-    with open(tmp, 'wb') as f:
-      f.write(data)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+    with output_paths.atomic_write(kept) as f:
+      f.write(old)
+  with output_paths.atomic_write(path, 'w') as f:
+    f.write(text)
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
@@ -289,13 +276,17 @@ class Checkpointer:
           f'checkpoint {self.directory}/{step} does not match the model of '
           f'this config ({len(saved)} saved arrays, the model has '
           f'{len(wanted)}, or their shapes differ)')
+    # Same arrays in the metadata: a failure now means damaged files.
+    return self._read(step, abstract_state)
+
+  def _read(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
+    """(state, meta) of `step`; any failure is CheckpointCorruptError."""
     try:
       restored = self.manager.restore(
           step, args=ocp.args.Composite(
               state=ocp.args.StandardRestore(abstract_state),
               meta=ocp.args.JsonRestore()))
     except Exception as e:  # pylint: disable=broad-except
-      # Same arrays in the metadata, yet unreadable: damaged files.
       raise CheckpointCorruptError(
           f'checkpoint {self.directory}/{step} is corrupt: '
           f'{describe_error(e)}') from e
@@ -361,19 +352,15 @@ class Checkpointer:
     """
     try:
       metadata = self.manager.item_metadata(step)['state']
-      device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-      abstract = jax.tree.map(
-          lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
-          metadata.tree if hasattr(metadata, 'tree') else metadata)
-      restored = self.manager.restore(
-          step, args=ocp.args.Composite(
-              state=ocp.args.StandardRestore(abstract),
-              meta=ocp.args.JsonRestore()))
     except Exception as e:  # pylint: disable=broad-except
       raise CheckpointCorruptError(
-          f'checkpoint {self.directory}/{step} is corrupt: '
-          f'{describe_error(e)}') from e
-    return restored['state'], dict(restored['meta'])
+          f'checkpoint {self.directory}/{step} is corrupt: its metadata '
+          f'cannot be read ({describe_error(e)})') from e
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract = jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+        metadata.tree if hasattr(metadata, 'tree') else metadata)
+    return self._read(step, abstract)
 
   def abandon(self) -> None:
     """After a failure: waits for background saves, closes, and removes

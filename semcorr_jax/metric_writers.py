@@ -24,6 +24,8 @@ import jax
 import numpy as np
 import tensorflow as tf
 
+from semcorr_jax import output_paths
+
 METRICS_FILE = 'metrics.jsonl'
 TENSORBOARD_DIR = 'tensorboard'
 
@@ -57,10 +59,8 @@ def truncate_jsonl(path: str, last_step: int) -> list[dict[str, Any]]:
   with open(path, 'rb') as f:
     unchanged = len(kept) == len(records) and f.read().endswith(b'\n')
   if not unchanged:
-    tmp = os.path.join(os.path.dirname(path), f'.{os.path.basename(path)}.tmp')
-    with open(tmp, 'w') as f:
+    with output_paths.atomic_write(path, 'w') as f:
       f.writelines(json.dumps(r) + '\n' for r in kept)
-    os.replace(tmp, path)
   return kept
 
 
@@ -87,7 +87,7 @@ def truncate_tensorboard(folder: str, last_step: int) -> int:
       except tf.errors.DataLossError:  # a torn last record
         cut += 1
       if cut:
-        tmp = os.path.join(root, f'.{name}.tmp')
+        tmp = output_paths.temporary_path(path)
         with tf.io.TFRecordWriter(tmp) as out:
           for raw in kept:
             out.write(raw)

@@ -11,13 +11,14 @@ Both expand `~` and return the absolute path; they create nothing (a
 nameless probe file tells that the folder takes files). A file's
 folder must already exist unless `make_parents=True` (then the nearest
 existing ancestor must be a writable folder; the caller creates the rest).
-Writing itself should still be atomic (a temporary file beside the output,
-then `os.replace`, the temporary removed on error): these checks cannot
-foresee a full disk.
+Writing itself is atomic (`atomic_write`: a temporary file beside the
+output, then `os.replace`, the temporary removed on error): these checks
+cannot foresee a full disk.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 
@@ -111,3 +112,31 @@ def check_writable_dir(path, what: str = '--workdir') -> str:
   _check_folder(path if os.path.isdir(path) else _existing_ancestor(path),
                 path, what)
   return path
+
+
+def temporary_path(path) -> str:
+  """Where `path` is written before its final rename: `.<name>.tmp` beside
+  it."""
+  directory, name = os.path.split(os.path.abspath(os.fspath(path)))
+  return os.path.join(directory, f'.{name}.tmp')
+
+
+@contextlib.contextmanager
+def atomic_write(path, mode: str = 'wb', **kwargs):
+  """Opens the temporary file of `path`; renamed to `path` when the block
+  ends, removed (and `path` left as it was) when it raises.
+
+  Every file the package writes goes through here, so a crash or a full
+  disk never leaves half a file nor replaces a good one.
+  """
+  tmp = temporary_path(path)
+  try:
+    with open(tmp, mode, **kwargs) as f:
+      yield f
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    with contextlib.suppress(OSError):
+      os.remove(tmp)
+    raise

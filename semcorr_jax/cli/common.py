@@ -31,6 +31,7 @@ import numpy as np
 from semcorr_jax import background_noise
 from semcorr_jax import config_files
 from semcorr_jax import image_files
+from semcorr_jax import output_paths
 from semcorr_jax.errors import SemcorrError
 
 SKIMAGE_PREFIX = image_files.SKIMAGE_PREFIX
@@ -305,25 +306,8 @@ warp_fixed = image_files.warp_fixed
 
 
 # --- outputs ------------------------------------------------------------------
-def atomic_path(path: str) -> str:
-  """The temporary name a file is written to before the final rename."""
-  directory, name = os.path.split(os.path.abspath(path))
-  return os.path.join(directory, f'.{name}.tmp')
-
-
-@contextlib.contextmanager
-def atomic_write(path: str, mode: str = 'wb', **kwargs):
-  """Opens the temporary file of `path`; renamed to `path` when the block
-  ends, removed (and `path` left as it was) when it raises."""
-  tmp = atomic_path(path)
-  try:
-    with open(tmp, mode, **kwargs) as f:
-      yield f
-    os.replace(tmp, path)
-  except BaseException:
-    with contextlib.suppress(OSError):
-      os.remove(tmp)
-    raise
+# Atomic writes (temporary file + rename): `output_paths.atomic_write`.
+atomic_write = output_paths.atomic_write
 
 
 def save_npy(path: str, array: np.ndarray) -> str:

@@ -123,7 +123,7 @@ class _Undo:
     if not self.had_ckpt_dir:
       shutil.rmtree(self.ckpt_dir, ignore_errors=True)
     with contextlib.suppress(OSError):
-      os.unlink(self.config + '.tmp')
+      os.unlink(output_paths.temporary_path(self.config))
     with contextlib.suppress(OSError):
       if self.old_config is None:
         os.unlink(self.config)

@@ -23,6 +23,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from semcorr_jax import output_paths
 from semcorr_jax.errors import SemcorrError
 from semcorr_jax.evaluation import confidence
 from semcorr_jax.evaluation import pck as pck_lib
@@ -193,25 +194,18 @@ def write_eval(workdir: str, name: str, results: Mapping[str, Any]
 
 
 # --- files of the benchmark runner -------------------------------------------
-def temporary_path(path: str) -> str:
-  """Where `path` is written before its final rename: `.<name>.tmp` beside
-  it (the convention of `semcorr_jax.cli.common.atomic_path`)."""
-  directory, name = os.path.split(os.path.abspath(path))
-  return os.path.join(directory, f'.{name}.tmp')
+temporary_path = output_paths.temporary_path
 
 
 def write_text(path: str, text: str, atomic: bool = True) -> str:
   """Writes `text` to `path`; atomically (temporary file + rename) unless
   the caller renames it itself (`atomic=False`)."""
-  tmp = temporary_path(path) if atomic else path
-  try:
-    with open(tmp, 'w', newline='') as f:
+  if not atomic:
+    with open(path, 'w', newline='') as f:
       f.write(text)
-    if atomic:
-      os.replace(tmp, path)
-  finally:
-    if atomic and os.path.exists(tmp):
-      os.remove(tmp)
+    return path
+  with output_paths.atomic_write(path, 'w', newline='') as f:
+    f.write(text)
   return path
 
 

@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 import numpy as np
 from PIL import Image
 
+from semcorr_jax import output_paths
 from semcorr_jax import outputs
 from semcorr_jax.evaluation import keypoints as kp
 from semcorr_jax.evaluation.flow_colors import color_wheel
@@ -102,13 +103,8 @@ def _scatter(ax, points, colors, marker='o', size=14):
 def _save(fig: Figure, path: str, dpi: int) -> str:
   """Writes the figure atomically (a crash never leaves half a PNG)."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = path + '.tmp'
-  try:
-    fig.savefig(tmp, format='png', dpi=dpi, bbox_inches='tight')
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  with output_paths.atomic_write(path) as f:
+    fig.savefig(f, format='png', dpi=dpi, bbox_inches='tight')
   return path
 
 
@@ -461,13 +457,8 @@ def save_image(path: str, image: np.ndarray) -> str:
   if image.dtype != np.uint8:
     image = np.round(to_float_image(image) * 255).astype(np.uint8)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = path + '.tmp'
-  try:
-    Image.fromarray(image).save(tmp, format='PNG')
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  with output_paths.atomic_write(path) as f:
+    Image.fromarray(image).save(f, format='PNG')
   return path
 
 

@@ -26,6 +26,7 @@ from typing import Mapping, Sequence
 from matplotlib.figure import Figure
 import numpy as np
 
+from semcorr_jax import output_paths
 from semcorr_jax import outputs
 from semcorr_jax.evaluation import caltech
 from semcorr_jax.evaluation import tss
@@ -243,7 +244,6 @@ def draw_worst_pairs(path: str, rows: Sequence[Mapping], title: str = '',
   if title:
     fig.suptitle(title, fontsize=8)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = path + '.tmp'
-  fig.savefig(tmp, format='png', dpi=WORST_DPI)
-  os.replace(tmp, path)
+  with output_paths.atomic_write(path) as f:
+    fig.savefig(f, format='png', dpi=WORST_DPI)
   return path

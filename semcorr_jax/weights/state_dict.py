@@ -26,7 +26,6 @@ Every failure (missing file, corrupt or unsafe file, unknown format) raises a
 """
 
 from collections.abc import Mapping
-import contextlib
 import os
 import pathlib
 import sys
@@ -34,6 +33,7 @@ import zipfile
 
 import numpy as np
 
+from semcorr_jax import output_paths
 from semcorr_jax.errors import SemcorrError
 from semcorr_jax.weights import torch_pickle
 
@@ -120,22 +120,8 @@ def save_npz(state_dict: Mapping[str, object], path) -> None:
   path = os.fspath(path)
   if not path.endswith('.npz'):
     path += '.npz'
-  with _atomic(path) as tmp:
-    with open(tmp, 'wb') as f:
-      np.savez(f, **arrays)  # A file object: no '.npz' appended.
-
-
-@contextlib.contextmanager
-def _atomic(path: str):
-  """Yields a temporary name beside `path`, renamed to it on success only."""
-  tmp = path + '.tmp'
-  try:
-    yield tmp
-    os.replace(tmp, path)
-  except BaseException:
-    with contextlib.suppress(OSError):
-      os.unlink(tmp)
-    raise
+  with output_paths.atomic_write(path) as f:
+    np.savez(f, **arrays)  # A file object: no '.npz' appended.
 
 
 # numpy dtype -> legacy torch storage class, for `save_torch_file`.
@@ -244,8 +230,8 @@ def save_torch_file(state_dict: Mapping[str, object], path) -> None:
   writer.value(state_dict)
   writer.out += b'.'  # STOP
   archive = 'archive/'
-  with _atomic(path) as tmp:
-    with zipfile.ZipFile(tmp, 'w', zipfile.ZIP_STORED) as z:
+  with output_paths.atomic_write(path) as f:
+    with zipfile.ZipFile(f, 'w', zipfile.ZIP_STORED) as z:
       z.writestr(archive + 'data.pkl', bytes(writer.out))
       z.writestr(archive + 'byteorder', 'little')
       for key, data in writer.storages:
