@@ -27,7 +27,7 @@ demo: setup
 	  --target=$(WORKDIR)/eval/pairs/pair_000_target.png --output=$(WORKDIR)/match.png
 
 test: setup
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=20 tests
 
 test-fast: setup
 	$(PY) -m pytest -q -m 'not slow' tests

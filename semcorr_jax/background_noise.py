@@ -70,12 +70,24 @@ def _closed_loop_callback(error: BaseException | None, tb) -> bool:
              for frame, _ in traceback.walk_tb(tb))
 
 
+# TensorStore raises its errors as ValueError('<absl status code>: ...'),
+# and not every message names TensorStore ("OUT_OF_RANGE: Error reading ...
+# in OCDBT database at local file ...").
+_STATUS_CODES = frozenset((
+    'CANCELLED', 'UNKNOWN', 'INVALID_ARGUMENT', 'DEADLINE_EXCEEDED',
+    'NOT_FOUND', 'ALREADY_EXISTS', 'PERMISSION_DENIED', 'RESOURCE_EXHAUSTED',
+    'FAILED_PRECONDITION', 'ABORTED', 'OUT_OF_RANGE', 'UNIMPLEMENTED',
+    'INTERNAL', 'UNAVAILABLE', 'DATA_LOSS', 'UNAUTHENTICATED'))
+
+
 def _tensorstore_error(error: BaseException | None) -> bool:
   """An error of a TensorStore read or write (itself or a cause)."""
   for _ in range(8):
     if error is None:
       return False
-    if 'tensorstore' in str(error).lower():
+    text = str(error)
+    if ('tensorstore' in text.lower() or
+        text.split(':', 1)[0] in _STATUS_CODES and ':' in text):
       return True
     error = error.__cause__ or error.__context__
   return False
