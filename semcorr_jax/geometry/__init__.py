@@ -4,6 +4,10 @@ Every function follows the coordinate conventions of docs/architecture.md:
 points are (x, y) pixels with pixel centres at integers, normalised coordinates
 use align_corners=True, `mapping_ab` is (B, Ha, Wa, 2) absolute (x, y) in b's
 pixels, `corr_ab` is (B, Ha, Wa, Hb, Wb).
+
+`guidance` holds confident-match guidance: mutual-consistency confidence,
+truncation, soft-argmax over kept matches, moving-least-squares propagation of
+sparse displacements and Gaussian modulation of a correlation volume.
 """
 
 from semcorr_jax.geometry.consistency import compose_mappings
@@ -27,6 +31,13 @@ from semcorr_jax.geometry.grids import pixel_grid
 from semcorr_jax.geometry.grids import rescale_coords
 from semcorr_jax.geometry.grids import resize_images
 from semcorr_jax.geometry.grids import resize_mapping
+from semcorr_jax.geometry.guidance import confident_cells
+from semcorr_jax.geometry.guidance import gaussian_modulation
+from semcorr_jax.geometry.guidance import gaussian_modulation_at_confident
+from semcorr_jax.geometry.guidance import guidance_displacement
+from semcorr_jax.geometry.guidance import mls_interpolate
+from semcorr_jax.geometry.guidance import mutual_consistency
+from semcorr_jax.geometry.guidance import truncate
 from semcorr_jax.geometry.masks import downsample_mask
 from semcorr_jax.geometry.sampling import bilinear_sample
 from semcorr_jax.geometry.sampling import grid_sample
@@ -40,6 +51,7 @@ from semcorr_jax.geometry.softargmax import soft_argmax
 __all__ = [
     'bilinear_sample',
     'compose_mappings',
+    'confident_cells',
     'correlation_4d',
     'cycle_error',
     'denormalize_coords',
@@ -47,12 +59,17 @@ __all__ = [
     'flow_to_mapping',
     'forward_backward_mask',
     'gaussian_around_argmax',
+    'gaussian_modulation',
+    'gaussian_modulation_at_confident',
     'grid_sample',
+    'guidance_displacement',
     'hard_argmax',
     'in_bounds',
     'kernel_soft_argmax',
     'l2_normalize',
     'mapping_to_flow',
+    'mls_interpolate',
+    'mutual_consistency',
     'mutual_nn_filter',
     'normalize_coords',
     'normalize_over_a',
@@ -67,5 +84,6 @@ __all__ = [
     'soft_argmax',
     'soft_mutual_nn',
     'transpose_4d',
+    'truncate',
     'warp',
 ]

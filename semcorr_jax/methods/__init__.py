@@ -17,6 +17,7 @@ from semcorr_jax.methods.base import Method, TrainState  # noqa: F401
 _REGISTRY = {
     'sfnet': 'semcorr_jax.methods.sfnet:SFNetMethod',
     'camnet': 'semcorr_jax.methods.camnet:CAMNetMethod',
+    'gsf': 'semcorr_jax.methods.gsf:GSFMethod',
 }
 
 
