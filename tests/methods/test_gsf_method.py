@@ -16,6 +16,7 @@ from semcorr_jax import config_files
 from semcorr_jax import methods
 from semcorr_jax import outputs
 from semcorr_jax import workdirs
+from semcorr_jax.cli import match
 from semcorr_jax.data import pipeline
 from semcorr_jax.methods import gsf as gsf_method
 
@@ -67,7 +68,12 @@ def test_paper_setting_and_stages():
   stage2 = _config('paper,stage2').optimizer.groups
   assert [stage2[g].frozen for g in gsf_method.GROUPS] == [
       True, False, False, False]
-  assert _config('quick,finetune').data.source == 'pf_pascal'
+  finetune = _config('quick,finetune')
+  assert finetune.data.source == 'pf_pascal' and finetune.stage == 2
+  # Real pairs have no dense ground truth for the synthetic evaluator.
+  assert 'synthetic' not in finetune.evals
+  assert set(_config('paper,finetune').evals) == {
+      'pf_pascal', 'pf_pascal_val', 'pf_willow'}
 
 
 @pytest.mark.parametrize('row, key, value', [
@@ -130,6 +136,23 @@ def test_stage2_trains_features_pruning_and_matching():
     assert any(not np.array_equal(before[k], now[k]) for k in keys), top
   assert all(np.array_equal(before[k], now[k]) for k in before
              if '/backbone/' in k)
+
+
+def test_ground_truth_never_enters_the_loss():
+  """Weak supervision: the dense ground truth of synthetic pairs only
+  reaches the evaluators."""
+  config = _config('test,stage2')
+  method, state = _method_and_state(config)
+  batch = _batch(config)
+  assert 'mapping_st' in batch
+  other = dict(batch, mapping_st=batch['mapping_st'] + 7.0,
+               mapping_ts=batch['mapping_ts'] - 3.0,
+               valid_st=1.0 - batch['valid_st'])
+  loss = jax.jit(method.loss)
+  a = loss(state.params, state.model_state, batch, jax.random.PRNGKey(0))
+  b = loss(state.params, state.model_state, other, jax.random.PRNGKey(0))
+  assert float(a[0]) == float(b[0])
+  assert 'mapping_st' not in method.batch_keys
 
 
 def test_predict_keys_shapes_and_flows():
@@ -232,3 +255,12 @@ def test_two_stages_resume_after_a_kill(tmp_path):
     assert a.keys() == b.keys()
     for key in a:
       np.testing.assert_array_equal(a[key], b[key], err_msg=f'{name} {key}')
+
+  # semcorr-match draws S, G' and tau and writes S (source -> target).
+  written = match.match_files(str(killed), 'skimage:chelsea',
+                              'skimage:chelsea_warped',
+                              str(tmp_path / 'm.png'))
+  assert set(written) == {'png', 'npy', 'guidance_confident_st'}
+  confident = np.load(written['guidance_confident_st'])
+  assert confident.shape == (300, 451)
+  assert set(np.unique(confident)) <= {0.0, 1.0}
