@@ -13,7 +13,8 @@ size `test` (seconds, unit tests), `quick` (the embedded default dataset on a
 with L_P, features and matching frozen; the default) or `stage2` (end to end
 with L_final, meant to start from stage 1 with `init_from`) or `finetune`
 (stage 2 on PF-PASCAL train pairs, from a stage-2 run); an optional Table-3
-row (ABLATIONS below). The quick pipeline:
+row (ABLATIONS below; `benchmarks/gsf_ablation.py` trains every row's
+stages and tabulates them). The quick pipeline:
 
   semcorr-train --config=configs/gsf.py:quick,stage1 --workdir=runs/gsf_s1
   semcorr-train --config=configs/gsf.py:quick,stage2 --workdir=runs/gsf_s2 \
@@ -63,11 +64,10 @@ ABLATIONS = {
     # (a) footnote 1: C' modulated around G only at the confident cells.
     'no_mls': {'model.mls': False},
     # (a) tau = G'.
-    # (stage 2 from the full stage 1: its matching network is left out).
-    'no_matching': {'model.matching': False,
-                    'init_from.subtrees': ('params/features',
-                                           'params/pruning',
-                                           'batch_stats/features')},
+    # (a stage 2 from a full stage-1 run copies all but its matching
+    # network: --config.init_from.subtrees=params/features,params/pruning,
+    # batch_stats/features, as benchmarks/gsf_ablation.py does).
+    'no_matching': {'model.matching': False},
     # (b) stage 1 with one of the two terms of L_P.
     'sil_only': {'loss.geo_weight': 0.0},
     'geo_only': {'loss.sil_weight': 0.0},
@@ -170,10 +170,3 @@ def get_config(variant: str = 'quick') -> ml_collections.ConfigDict:
   c.lock()
   return c
 
-
-def sweep(add):
-  """Table 3 rows of the quick stage 2 (each `add(**overrides)` is one run;
-  `benchmarks/gsf_ablation.py` runs both stages of every row)."""
-  for row, overrides in ABLATIONS.items():
-    if row != 'w_sfnet':
-      add(**overrides)

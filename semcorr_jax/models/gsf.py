@@ -280,7 +280,8 @@ class GSF(nn.Module):
       if self.mls_confidence_weights:
         # Each s in S weighs by its margin above the threshold, so G' is a
         # continuous function of Q' even where a cell leaves S, and L_geo
-        # reaches W_P (with Eq. 7's plain weights S is discrete: no gradient).
+        # reaches W_P (with Eq. 7's plain weights, only through rows with
+        # several kept entries).
         margin = jnp.max(q_pruned, axis=(-2, -1)) - self.rho
         weights = jnp.maximum(margin, 0.0) / max(1.0 - self.rho, 1e-6)
       guide = guidance_lib.mls_interpolate(raw, valid, self.c_p, weights)

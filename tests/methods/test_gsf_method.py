@@ -19,6 +19,7 @@ from semcorr_jax import workdirs
 from semcorr_jax.cli import match
 from semcorr_jax.data import pipeline
 from semcorr_jax.methods import gsf as gsf_method
+from semcorr_jax.models import gsf as gsf_model
 
 CONFIG = str(paths.REPO / 'configs' / 'gsf.py')
 
@@ -192,6 +193,43 @@ def test_rows_train(row):
                                               jax.random.PRNGKey(0))
   assert np.isfinite(float(metrics['loss']))
   assert ('pruning' in state.params) == (row != 'no_pruning')
+
+
+def _shifted_peaks(size=16, shift=(2, 1), floor=0.2):
+  """C with one peak of 1 at i + shift and `floor` elsewhere in each row
+  whose i + shift is inside; the other rows are 0 (no match: not in S)."""
+  c = np.zeros((1, size, size, size, size), np.float32)
+  for y in range(size):
+    for x in range(size):
+      tx, ty = x + shift[0], y + shift[1]
+      if tx < size and ty < size:
+        c[0, y, x] = floor
+        c[0, y, x, ty, tx] = 1.0
+  return jnp.asarray(c)
+
+
+@pytest.mark.parametrize('mls', [True, False])
+def test_the_head_centres_the_gaussian_at_i_plus_guidance(mls):
+  """Eq. 8 as the model wires it: a constant shift d is found by the
+  confident matches (G = d), kept by MLS (G' = d) and read out of C' by
+  the matching network at initialisation (tau = d). A Gaussian centred at
+  G' itself (a displacement, Eq. 8 as printed) would pull tau towards the
+  cell d for every source cell."""
+  config = _config('test,stage2,no_pruning', **{'model.mls': mls})
+  model = gsf_model.GSF.from_config(config)
+  corr = _shifted_peaks()
+  variables = model.init(jax.random.PRNGKey(0), corr, method=model._head)
+  out = model.apply(variables, corr, method=model._head)
+  interior = (slice(None), slice(0, 15), slice(0, 14))  # i + d inside
+  np.testing.assert_allclose(out['guidance_raw'][interior], np.broadcast_to(
+      [2.0, 1.0], out['guidance_raw'][interior].shape), atol=1e-5)
+  np.testing.assert_array_equal(out['confident'][interior], 1.0)
+  np.testing.assert_allclose(out['flow'][interior][..., 0], 2.0, atol=0.05)
+  np.testing.assert_allclose(out['flow'][interior][..., 1], 1.0, atol=0.05)
+  if not mls:  # footnote 1: G' is G on S and 0 elsewhere
+    outside = np.asarray(out['confident']) == 0
+    assert outside.any()
+    np.testing.assert_array_equal(np.asarray(out['guidance'])[outside], 0.0)
 
 
 def test_nothing_confident_stays_finite():
