@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 import traceback
+import warnings
 
 VERBOSE_ENV = 'SEMCORR_VERBOSE'
 
@@ -28,6 +29,7 @@ def verbose() -> bool:
 # The traceback frame of the asyncio call that fails on a closed event loop.
 _CLOSED_LOOP_CALL = 'call_soon_threadsafe'
 _QUIET_HOOK = '_semcorr_quiet_reads'  # marks the installed hook
+_NEVER_AWAITED = r"coroutine '.*' was never awaited"
 
 
 def drop_failed_io_noise() -> None:
@@ -57,6 +59,10 @@ def drop_failed_io_noise() -> None:
 
     setattr(hook, _QUIET_HOOK, True)
     sys.unraisablehook = hook
+  # The same abandoned reads, collected before they started, warn through
+  # `warnings` ("coroutine '_read_...' was never awaited").
+  warnings.filterwarnings('ignore', message=_NEVER_AWAITED,
+                          category=RuntimeWarning)
   asyncio_logger = logging.getLogger('asyncio')
   if _not_a_lost_read_error not in asyncio_logger.filters:
     asyncio_logger.addFilter(_not_a_lost_read_error)

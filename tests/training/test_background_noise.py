@@ -1,6 +1,7 @@
 """What `background_noise` drops from stderr, and what it keeps."""
 
 import logging
+import warnings
 
 import pytest
 
@@ -55,3 +56,13 @@ def test_other_asyncio_reports_of_tensorstore_errors_are_kept():
                              'Task was destroyed but it is pending!', (),
                              (ValueError, ValueError(_OCDBT_READ), None))
   assert background_noise._not_a_lost_read_error(record)
+
+
+def test_never_awaited_read_coroutines_are_dropped():
+  background_noise.drop_failed_io_noise()
+  with warnings.catch_warnings(record=True) as caught:
+    # catch_warnings keeps the installed filters; 'default' is appended.
+    warnings.warn("coroutine '_read_array_index_and_device_put' was never "
+                  'awaited', RuntimeWarning)
+    warnings.warn('something else', RuntimeWarning)
+  assert [str(w.message) for w in caught] == ['something else']
