@@ -142,8 +142,8 @@ def _window_offsets(radius: int) -> Array:
 
 
 def matching_loss(feat_s: Array, feat_t: Array, flow: Array, radius: int,
-                  beta: float, mask_s: Array, per_image: bool = False
-                  ) -> Array:
+                  beta: float, mask_s: Array, per_image: bool = False,
+                  corr: Array | None = None) -> Array:
   """L_M of Eq. 13-14: softmax matching probability in a local window.
 
   For source cell i with matched position m_i = i + tau_i, the candidates are
@@ -169,15 +169,18 @@ def matching_loss(feat_s: Array, feat_t: Array, flow: Array, radius: int,
     beta: inverse temperature on the scores.
     mask_s: (B, hs, ws) source foreground, 1 = foreground.
     per_image: see the module docstring.
+    corr: optional (B, hs, ws, ht, wt) <F^s_i, F^t_j> already computed
+      (the model's C), so a training step does not compute it twice.
 
   Returns:
     () scalar (or (B,)).
   """
   b, hs, ws, _ = feat_s.shape
   ht, wt = feat_t.shape[1], feat_t.shape[2]
-  corr = geometry.correlation_4d(
-      feat_s.astype(jnp.float32), feat_t.astype(jnp.float32),
-      precision=jax.lax.Precision.HIGHEST)  # (B, hs, ws, ht, wt)
+  if corr is None:
+    corr = geometry.correlation_4d(
+        feat_s.astype(jnp.float32), feat_t.astype(jnp.float32),
+        precision=jax.lax.Precision.HIGHEST)  # (B, hs, ws, ht, wt)
   offsets = _window_offsets(radius)  # (K, 2)
   mapping = geometry.flow_to_mapping(flow.astype(jnp.float32))
   candidates = mapping[..., None, :] + offsets  # (B, hs, ws, K, 2)

@@ -139,7 +139,7 @@ class GSFMethod(base.Method):
     else:
       match = gsf_losses.matching_loss(
           out['features_s'], out['features_t'], out['flow_st'],
-          cfg.match_radius, cfg.match_beta, mask_s)
+          cfg.match_radius, cfg.match_beta, mask_s, corr=out['corr'])
       smooth = gsf_losses.smoothness_loss(out['flow_st'], mask_s)
       total = gsf_losses.final_loss(pruning, match, smooth,
                                     cfg.pruning_weight, cfg.match_weight,

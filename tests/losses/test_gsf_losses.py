@@ -339,3 +339,17 @@ def test_final_loss_eq15():
   grads = jax.grad(losses.final_loss, argnums=(0, 1, 2))(
       1.0, 2.0, 4.0, 0.5, 3.0, 0.125)
   npt.assert_allclose(grads, [0.5, 3.0, 0.125])
+
+
+def test_matching_loss_with_the_models_correlation_is_the_same():
+  rng = np.random.default_rng(3)
+  feat_s = jnp.asarray(rng.normal(size=(1, 4, 5, 3)), jnp.float32)
+  feat_t = jnp.asarray(rng.normal(size=(1, 4, 5, 3)), jnp.float32)
+  flow = jnp.asarray(rng.normal(size=(1, 4, 5, 2)), jnp.float32)
+  mask = jnp.ones((1, 4, 5))
+  corr = jnp.einsum('bijc,bklc->bijkl', feat_s, feat_t,
+                    precision=jax.lax.Precision.HIGHEST)
+  np.testing.assert_allclose(
+      losses.matching_loss(feat_s, feat_t, flow, 1, 2.0, mask, corr=corr),
+      losses.matching_loss(feat_s, feat_t, flow, 1, 2.0, mask),
+      rtol=1e-5, atol=1e-6)
