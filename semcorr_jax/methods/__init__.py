@@ -18,6 +18,8 @@ _REGISTRY = {
     'sfnet': 'semcorr_jax.methods.sfnet:SFNetMethod',
     'camnet': 'semcorr_jax.methods.camnet:CAMNetMethod',
     'gsf': 'semcorr_jax.methods.gsf:GSFMethod',
+    'cats': 'semcorr_jax.methods.cats:CATsMethod',
+    'ncnet': 'semcorr_jax.methods.ncnet:NCNetMethod',
 }
 
 
