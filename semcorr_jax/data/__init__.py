@@ -5,7 +5,8 @@
   data config fields are listed in its module docstring.
 * `sources`, `embedded`, `voc` (+ `voc_builder`): scene sources;
   `synthetic_pairs`, `warps`, `tps`: synthetic pairs of a scene.
-* `real_pairs`: PF-PASCAL pairs with boxes and keypoints.
+* `real_pairs` (+ `pair_tables`): PF-PASCAL and SPair-71k pairs with boxes
+  and keypoints.
 * `streams`: split seeds and per-epoch orders shared by all sources.
 * `benchmarks`: TFDS builders of the evaluation benchmarks; `flow_io`:
   Middlebury `.flo` files.

@@ -15,6 +15,8 @@ Sources:
   'pf_pascal'  real PF-PASCAL pairs with boxes and keypoints, no dense ground
                truth (`real_pairs`; splits 'train' and 'heldout' = PF-PASCAL
                validation)
+  'spair71k'   real SPair-71k pairs, likewise (`real_pairs`; 'train' =
+               Layout/large/trn.txt, 'heldout' = val.txt)
 Synthetic pairs (`synthetic_pairs`) hold the batch format of
 docs/architecture.md; real pairs hold images, boxes and keypoints.
 
@@ -49,21 +51,24 @@ hold every value; nothing here supplies a default):
   occluders: most occluding objects pasted on each view (1 to this many per
     view; their pixels lose their correspondence, see data/occluders.py);
     0 = none.
-  data_dir: TFDS data directory (voc2012, pf_pascal); None = TFDS default.
+  data_dir: TFDS data directory (voc2012, pf_pascal, spair71k); None = TFDS
+    default.
   manual_dir: folder holding the downloaded files: the VOC tar / extracted
-    files (voc2012), or PF-dataset-PASCAL/ and the split CSVs (pf_pascal,
-    see `semcorr_jax.data.benchmarks.pf_pascal`).
+    files (voc2012), PF-dataset-PASCAL/ and the split CSVs (pf_pascal, see
+    `semcorr_jax.data.benchmarks.pf_pascal`), or the extracted SPair-71k/
+    (spair71k, see `semcorr_jax.data.benchmarks.spair`).
   exclude_list: voc2012: file of image ids to leave out (None = the PF-PASCAL
     test images, '' = none).
   void_as: voc2012: whether the void label counts as 'foreground' or
     'background'.
-  max_keypoints: pf_pascal: keypoint rows per pair in a batch (padded with
+  max_keypoints: real pairs: keypoint rows per pair in a batch (padded with
     -1; a pair with more valid keypoints is an error); 0 = no keypoints.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import numpy as np
@@ -123,12 +128,19 @@ def synthetic_source(
                 example_fn=example_fn, scene_source=scene_source)
 
 
+def real_pair_source(dataset: str) -> Source:
+  """The `Source` of the real pairs (`real_pairs`) of a keypoint dataset."""
+  return Source(
+      num_examples=functools.partial(real_pairs.pair_count, dataset=dataset),
+      example_spec=real_pairs.example_spec,
+      example_fn=functools.partial(real_pairs.example_fn, dataset=dataset))
+
+
 SOURCES: dict[str, Source] = {
     'embedded': synthetic_source(embedded.scene_source, embedded.scene_count),
     'voc2012': synthetic_source(voc.scene_source, voc.scene_count),
-    'pf_pascal': Source(num_examples=real_pairs.pair_count,
-                        example_spec=real_pairs.example_spec,
-                        example_fn=real_pairs.example_fn),
+    'pf_pascal': real_pair_source('pf_pascal'),
+    'spair71k': real_pair_source('spair71k'),
 }
 
 
@@ -165,8 +177,8 @@ def get_source(data_config, split: str) -> sources.SceneSource:
 def num_examples(data_config, split: str) -> int:
   """The number of distinct examples (one epoch) of `split` of the source.
 
-  Embedded: `num_scenes` / `heldout_scenes` (no work); voc2012 and pf_pascal
-  prepare the TFDS dataset if needed and count its records.
+  Embedded: `num_scenes` / `heldout_scenes` (no work); voc2012 and real
+  pairs prepare the TFDS dataset if needed and count its records.
   """
   return int(source_of(data_config).num_examples(data_config, split))
 
