@@ -26,8 +26,10 @@ demo: setup
 	$(VENV)/bin/semcorr-match --workdir=$(WORKDIR) --source=$(WORKDIR)/eval/pairs/pair_000_source.png \
 	  --target=$(WORKDIR)/eval/pairs/pair_000_target.png --output=$(WORKDIR)/match.png
 
+# Two worker processes (pytest-xdist), each test file on one worker so that
+# module-scoped fixtures (shared trainings) run once.
 test: setup
-	$(PY) -m pytest -q --durations=20 tests
+	$(PY) -m pytest -q --durations=20 -n 2 --dist loadfile tests
 
 test-fast: setup
 	$(PY) -m pytest -q -m 'not slow' tests

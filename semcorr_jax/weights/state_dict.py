@@ -35,7 +35,9 @@ import numpy as np
 
 from semcorr_jax import output_paths
 from semcorr_jax.errors import SemcorrError
+from semcorr_jax.weights import pickle_records
 from semcorr_jax.weights import torch_pickle
+from semcorr_jax.weights.pickle_records import InertRecord
 
 TORCH_SUFFIXES = ('.pth', '.pt', '.bin')
 SUFFIXES = ('.npz', '.safetensors') + TORCH_SUFFIXES
@@ -137,7 +139,11 @@ class _TorchPickle:
   """Emits the protocol-2 pickle of `torch.save` for nested dicts of arrays.
 
   Hand-written opcodes, since pickling a reference to `torch._utils`
-  functions with the `pickle` module would need torch importable.
+  functions with the `pickle` module would need torch importable. Besides
+  tensors and numbers: strings, bytes, None, lists, tuples, and other
+  objects described by `pickle_records.InertRecord`s (argparse.Namespace
+  and collections.Counter are converted to theirs), written as the opcodes
+  pickling the object itself would emit.
   """
 
   def __init__(self):
@@ -165,6 +171,51 @@ class _TorchPickle:
     self._global('collections', 'OrderedDict')
     self.out += b')R'  # EMPTY_TUPLE, REDUCE
 
+  def _items(self, mapping, name):
+    self.out += b'('  # MARK
+    for k, v in mapping.items():
+      if isinstance(k, int) and not isinstance(k, bool):
+        self._int(k)  # e.g. optimizer state, keyed by parameter index.
+      else:
+        self._str(str(k))
+      self.value(v, f'{name}{k}.')
+    self.out += b'u'  # SETITEMS
+
+  def _sequence(self, values, name):
+    self.out += b'('  # MARK
+    for i, v in enumerate(values):
+      self.value(v, f'{name}{i}.')
+
+  def _record(self, record: InertRecord, name):
+    """GLOBAL, then the call (REDUCE or NEWOBJ), its state and items."""
+    module, _, attr = record.name.rpartition('.')
+    self._global(module, attr)
+    if not record.called:
+      return
+    if record.kwargs:
+      raise SemcorrError(f'{name.rstrip(".")}: records with keyword '
+                         'arguments are not written')
+    self._sequence(record.args, name)
+    self.out += b't\x81' if record.newobj else b'tR'  # NEWOBJ / REDUCE
+    if record.state is not None:
+      if isinstance(record.state, Mapping):
+        self.out += b'}'  # EMPTY_DICT: a plain dict, as pickle writes.
+        self._items(record.state, name)
+      else:
+        self.value(record.state, name)
+      self.out += b'b'  # BUILD
+    if record.list_items:
+      self._sequence(record.list_items, name)
+      self.out += b'e'  # APPENDS
+    if record.items:
+      self._items(record.items, name)
+
+  def _bytes(self, data: bytes):
+    self._global('_codecs', 'encode')  # How protocol 2 writes bytes.
+    self._str(data.decode('latin1'))
+    self._str('latin1')
+    self.out += b'\x86R'  # TUPLE2, REDUCE
+
   def _tensor(self, array, name):
     dtype = np.dtype(array.dtype)
     storage = _TORCH_STORAGES.get(dtype.name)
@@ -190,13 +241,24 @@ class _TorchPickle:
     self.out += b'tR'
 
   def value(self, value, name=''):
-    if isinstance(value, Mapping):
+    value = pickle_records.record_of(value)
+    if isinstance(value, InertRecord):
+      self._record(value, name)
+    elif isinstance(value, Mapping):
       self._ordered_dict()
-      self.out += b'('
-      for k, v in value.items():
-        self._str(str(k))
-        self.value(v, f'{name}{k}.')
-      self.out += b'u'  # SETITEMS
+      self._items(value, name)
+    elif value is None:
+      self.out += b'N'
+    elif isinstance(value, bytes):
+      self._bytes(value)
+    elif isinstance(value, tuple):
+      self._sequence(value, name)
+      self.out += b't'  # TUPLE
+    elif isinstance(value, list):
+      self.out += b']'  # EMPTY_LIST
+      if value:
+        self._sequence(value, name)
+        self.out += b'e'  # APPENDS
     elif isinstance(value, (bool, np.bool_)):
       self.out += b'\x88' if value else b'\x89'
     elif isinstance(value, int):
@@ -218,8 +280,16 @@ def save_torch_file(state_dict: Mapping[str, object], path) -> None:
   needed to write it. The file is written to a temporary name and renamed
   (removed on failure).
 
+  Whole training checkpoints can be written too: strings, None, bytes,
+  lists, tuples (e.g. an optimiser's `state_dict()`), an
+  `argparse.Namespace`, a `collections.Counter`, and any object described
+  by a `pickle_records.InertRecord` (e.g. `numpy_record(np.float64(0.5))`,
+  a numpy scalar as numpy pickles it). Such a file needs `torch.load(...,
+  weights_only=False)` (or `read_torch_checkpoint(..., inert_globals=True)`).
+
   Args:
-    state_dict: {key: numpy array, torch tensor, number, or nested mapping}.
+    state_dict: {key: numpy array, torch tensor, number, or nested mapping
+      or any of the above}; int keys stay ints, other keys become strings.
     path: output path, e.g. 'weights.pth'.
 
   Raises:

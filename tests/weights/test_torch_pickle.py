@@ -20,6 +20,7 @@ from semcorr_jax.errors import SemcorrError
 from semcorr_jax.weights import read_state_dict
 from semcorr_jax.weights import state_dict as state_dict_lib
 from semcorr_jax.weights import torch_pickle
+from semcorr_jax.weights import torch_unpickler
 from semcorr_jax.weights.torch_pickle import UnsafePickleError
 from helpers import paths
 
@@ -218,16 +219,16 @@ def test_truncated_files(tmp_path):
 
 
 def test_views_are_bounds_checked():
-  storage = torch_pickle._Storage('0', np.dtype(np.float32), 4 * 6)
+  storage = torch_unpickler.Storage('0', np.dtype(np.float32), 4 * 6)
   buffers = {'0': np.arange(6, dtype=np.float32).tobytes()}
-  ok = torch_pickle._Tensor(storage, 1, (2, 2), (3, 1))
+  ok = torch_unpickler.Tensor(storage, 1, (2, 2), (3, 1))
   np.testing.assert_array_equal(
-      torch_pickle._array(ok, buffers, False), [[1, 2], [4, 5]])
+      torch_unpickler.tensor_array(ok, buffers, False), [[1, 2], [4, 5]])
   for offset, size, stride in [(3, (2, 2), (3, 1)), (0, (7,), (1,)),
                                (0, (2,), (-1,))]:
-    bad = torch_pickle._Tensor(storage, offset, size, stride)
+    bad = torch_unpickler.Tensor(storage, offset, size, stride)
     with pytest.raises(SemcorrError):
-      torch_pickle._array(bad, buffers, False)
+      torch_unpickler.tensor_array(bad, buffers, False)
 
 
 def test_non_tensor_entries_are_named(tmp_path):
