@@ -28,13 +28,8 @@ every run (e.g. the data and weights paths of `--variant=paper`).
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import json
-import math
 import os
-import statistics
-import sys
 from typing import Any, Sequence
 
 # Before TensorFlow (tf.data, imported by the trainer) loads.
@@ -42,12 +37,11 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import app  # noqa: E402  pylint: disable=g-import-not-at-top
 from absl import flags  # noqa: E402  pylint: disable=g-import-not-at-top
-from absl import logging  # noqa: E402  pylint: disable=g-import-not-at-top
 
+from semcorr_jax import ablation_runs  # noqa: E402  pylint: disable=g-import-not-at-top
 from semcorr_jax import config_files  # noqa: E402  pylint: disable=g-import-not-at-top
-from semcorr_jax import output_paths  # noqa: E402  pylint: disable=g-import-not-at-top
-from semcorr_jax import train  # noqa: E402  pylint: disable=g-import-not-at-top
-from semcorr_jax.errors import SemcorrError  # noqa: E402  pylint: disable=g-import-not-at-top
+# Re-exported: tests patch `train.train_and_evaluate` through this script.
+from semcorr_jax import train  # noqa: E402,F401  pylint: disable=g-import-not-at-top,unused-import
 
 REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO_DIR, 'configs', 'gsf.py')
@@ -102,7 +96,7 @@ COLUMNS = (
     ("G' PCK_bbox@0.05", 'guidance_pck_bbox@0.05'),
     ("G' PCK_bbox@0.1", 'guidance_pck_bbox@0.1'),
 )
-UNTRAINED = 'untrained'
+UNTRAINED = ablation_runs.UNTRAINED
 
 FLAGS = flags.FLAGS
 
@@ -110,36 +104,11 @@ FLAGS = flags.FLAGS
 def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
   """The command-line flags (only when run as a script, or a test's own
   `flags.FlagValues`)."""
-  flags.DEFINE_string('root', 'runs/gsf_ablation', 'Folder of the runs.',
-                      flag_values=flag_values)
-  flags.DEFINE_list('seeds', ['0', '1', '2'], 'Seeds (config.seed).',
-                    flag_values=flag_values)
-  flags.DEFINE_string('variant', 'quick', 'Size of configs/gsf.py: test, '
-                      'quick or paper.', flag_values=flag_values)
-  flags.DEFINE_list('rows', list(ROWS), f'Rows, of {tuple(ROWS)}.',
-                    flag_values=flag_values)
-  flags.DEFINE_string('output', None, 'Markdown file (default: '
-                      '<root>/table.md).', flag_values=flag_values)
-  flags.DEFINE_multi_string(
-      'set', [], 'KEY=VALUE: a config override of every run, e.g. '
-      '--set=backbone.weights=/w/resnet101.npz (VALUE a Python literal or '
-      'a string).', flag_values=flag_values)
+  ablation_runs.define_flags(flag_values, root='runs/gsf_ablation',
+                             config='configs/gsf.py', rows=ROWS)
 
 
-def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-  """['a.b=1', 'c=/path'] -> {'a.b': 1, 'c': '/path'}."""
-  overrides = {}
-  for item in items:
-    key, sep, text = item.partition('=')
-    if not sep or not key.strip():
-      raise SemcorrError(f'--set={item!r}: expected KEY=VALUE, e.g. '
-                         '--set=data.manual_dir=/data/voc.tar')
-    try:
-      value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-      value = text
-    overrides[key.strip()] = value
-  return overrides
+parse_overrides = ablation_runs.parse_overrides  # the script's own name
 
 
 def stage1_dir(root: str, row: str, seed: int) -> str:
@@ -177,29 +146,6 @@ def runs_of(row: str, variant: str, seed: int, root: str,
   return runs
 
 
-def finished(workdir: str, steps: int) -> dict[str, Any] | None:
-  """{'trained', 'untrained'} synthetic results of a run that reached
-  `steps`, else None."""
-  path = os.path.join(workdir, 'eval', 'synthetic.json')
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    doc = json.load(f)
-  if doc.get('step') != steps:
-    return None
-  return {'trained': doc['trained'], 'untrained': doc.get('untrained')}
-
-
-def train_or_read(workdir: str, config: Any) -> dict[str, Any]:
-  """Trains a run unless finished; its {'trained', 'untrained'} results."""
-  steps = train.total_train_steps(config)
-  results = finished(workdir, steps)
-  if results is None:
-    print(f'== training {steps} steps in {workdir}', flush=True)
-    results = train.train_and_evaluate(config, workdir)['evals']['synthetic']
-  return results
-
-
 def run_row(row: str, variant: str, seed: int, root: str,
             extra: dict[str, Any] | None = None
             ) -> dict[str, dict[str, Any] | None]:
@@ -210,59 +156,24 @@ def run_row(row: str, variant: str, seed: int, root: str,
     baseline of its first run (which starts from scratch)}; each a dict of
     the `synthetic` evaluator's metrics, or None.
   """
-  results = [train_or_read(workdir, config)
+  results = [ablation_runs.train_or_read(workdir, config)
              for workdir, config in runs_of(row, variant, seed, root, extra)]
   return {'trained': results[-1]['trained'],
           UNTRAINED: results[0]['untrained']}
 
 
-def _cell(values: Sequence[float | None]) -> str:
-  values = [v for v in values if v is not None and not math.isnan(v)]
-  if not values:
-    return '-'
-  mean = statistics.fmean(values)
-  if len(values) == 1:
-    return f'{mean:.3f}'
-  return f'{mean:.3f} ± {statistics.stdev(values):.3f}'
-
-
-def _value(results: dict[str, Any] | None, key: str) -> float | None:
-  return None if results is None else results.get(key)
-
-
-def _columns():
-  """[(title, 'trained' | 'untrained', key)]."""
-  return ([(t, 'trained', k) for t, k in COLUMNS] +
-          [(f'untrained {t}', UNTRAINED, k) for t, k in COLUMNS])
-
-
 def table(results: dict[str, dict[int, dict[str, Any]]],
           seeds: Sequence[int]) -> str:
   """Markdown: one line per row, mean ± std over seeds; then per seed."""
-  columns = _columns()
-  head = ('| row | paper SPair PCK@0.1 | '
-          + ' | '.join(t for t, _, _ in columns) + ' |')
-  rule = '|---|---:|' + '---:|' * len(columns)
-  lines = [f'Mean ± sample std over seeds {", ".join(map(str, seeds))}; '
-           'alpha_bbox PCK on the held-out synthetic pairs (tau: final '
-           "flow, G': guidance flow); paper: Table 3, SPair-71k test, %.",
-           '', head, rule]
-  for row, per_seed in results.items():
-    cells = [_cell([_value(per_seed[s][which], k) for s in seeds])
-             for _, which, k in columns]
-    lines.append(f'| {ROWS[row].title} (`{row}`) | {ROWS[row].paper:.1f} | '
-                 + ' | '.join(cells) + ' |')
-  lines += ['', 'Per seed:', '',
-            '| row, seed | ' + ' | '.join(t for t, _, _ in columns) + ' |',
-            '|---|' + '---:|' * len(columns)]
-  for row, per_seed in results.items():
-    for s in seeds:
-      cells = []
-      for _, which, k in columns:
-        v = _value(per_seed[s][which], k)
-        cells.append('-' if v is None else f'{v:.3f}')
-      lines.append(f'| `{row}` {s} | ' + ' | '.join(cells) + ' |')
-  return '\n'.join(lines) + '\n'
+  columns = ([(t, ablation_runs.TRAINED, k) for t, k in COLUMNS] +
+             [(f'untrained {t}', UNTRAINED, k) for t, k in COLUMNS])
+  return ablation_runs.markdown_table(
+      results, seeds, columns,
+      {row: (ROWS[row].title, ROWS[row].paper) for row in results},
+      note=(f'Mean ± sample std over seeds {", ".join(map(str, seeds))}; '
+            'alpha_bbox PCK on the held-out synthetic pairs (tau: final '
+            "flow, G': guidance flow); paper: Table 3, SPair-71k test, %."),
+      paper_title='paper SPair PCK@0.1')
 
 
 def main(argv: Sequence[str], flag_values: flags.FlagValues = FLAGS) -> str:
@@ -275,47 +186,15 @@ def main(argv: Sequence[str], flag_values: flags.FlagValues = FLAGS) -> str:
   Raises:
     SemcorrError: bad flags, configs, workdirs or data (one line).
   """
-  if len(argv) > 1:
-    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  rows = list(dict.fromkeys(flag_values.rows))
-  unknown = sorted(set(rows) - set(ROWS))
-  if unknown or not rows:
-    raise SemcorrError(f'--rows: unknown rows {unknown}; use some of '
-                       f'{",".join(ROWS)}')
-  try:
-    seeds = [int(s) for s in flag_values.seeds]
-  except ValueError as e:
-    raise SemcorrError(f'--seeds must be integers: {e}') from e
-  if not seeds:
-    raise SemcorrError('--seeds: give at least one seed')
-  root, variant = flag_values.root, flag_values.variant
-  extra = parse_overrides(flag_values.set)
-  # Checked before hours of training, not after.
-  output = output_paths.check_writable_output(
-      flag_values.output or os.path.join(root, 'table.md'), '--output',
-      make_parents=True)
-  results: dict[str, dict[int, dict[str, Any]]] = {r: {} for r in rows}
-  for seed in seeds:
-    for row in rows:
-      results[row][seed] = run_row(row, variant, seed, root, extra)
-  text = table(results, seeds)
-  os.makedirs(os.path.dirname(output), exist_ok=True)
-  with output_paths.atomic_write(output, 'w', encoding='utf-8') as f:
-    f.write(text)
-  print(text)
-  print(f'written: {output}')
+  args = ablation_runs.read_flags(argv, flag_values, tuple(ROWS))
+  results = ablation_runs.run_all(
+      args, lambda row, seed: run_row(row, args.variant, seed, args.root,
+                                      args.overrides))
+  text = table(results, args.seeds)
+  ablation_runs.write_table(text, args.output)
   return text
-
-
-def main_or_exit(argv: Sequence[str]) -> None:
-  if not FLAGS['verbosity'].present:  # Orbax logs every save at INFO.
-    logging.set_verbosity(logging.WARNING)
-  try:
-    main(argv)
-  except SemcorrError as e:  # bad workdir, config or data: one line
-    sys.exit(f'error: {e}')
 
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main_or_exit)
+  app.run(ablation_runs.main_or_exit(main))

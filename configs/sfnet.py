@@ -61,12 +61,9 @@ Variants (`--config=configs/sfnet.py:<variant>`):
 Overrides use ml_collections syntax, e.g. `--config.batch_size=32`.
 """
 
-import sys
-
 import ml_collections
-from ml_collections import config_dict
 
-from semcorr_jax.weights import efficientnet_lite
+from semcorr_jax import config_blocks
 
 # Lite0 taps of the `quick` variant, finer first (see the module docstring).
 LITE0_FEATURES = ('stage3', 'stage5')
@@ -80,19 +77,8 @@ def get_config(variant: str = 'quick') -> ml_collections.ConfigDict:
   c.method = 'sfnet'
   c.seed = 0
 
-  # The frozen backbone (semcorr_jax/models/backbones.py). Placeholders are
-  # None fields that the command line can still set.
-  c.backbone = ml_collections.ConfigDict(dict(
-      name='resnet',              # 'resnet' | 'efficientnet_lite0'
-      depth=101,                  # resnet only
-      width=64,                   # resnet only
-      # resnet only; None: from depth. '--config.backbone.stage_sizes=(1,1,1,1)'
-      stage_sizes=config_dict.placeholder(tuple),
-      # resnet: torchvision state dict (.npz/.pth), None/'none' = random;
-      # efficientnet_lite0: None = packaged ImageNet, 'none' = random, or path
-      weights=config_dict.placeholder(str),
-      features=('layer3', 'layer4'),  # the two taps, finer first
-  ))
+  # The frozen backbone: ResNet-101, its two taps, finer first.
+  c.backbone = config_blocks.backbone(('layer3', 'layer4'))
   c.model = ml_collections.ConfigDict(dict(
       adapt_kernels=(5, 3),       # finer tap (layer3), coarser tap (layer4)
       adapt_units=2,
@@ -102,54 +88,15 @@ def get_config(variant: str = 'quick') -> ml_collections.ConfigDict:
   ))
   c.loss = ml_collections.ConfigDict(dict(
       mask_weight=3.0, flow_weight=16.0, smooth_weight=0.5))
-  # Every parameter group's defaults; `groups.<name>` overrides them (any
-  # optimiser field, or frozen=True). SFNet's and CAMNet's groups: 'backbone',
-  # 'model'.
-  c.optimizer = ml_collections.ConfigDict(dict(
-      name='adam',                # 'adam' | 'adamw' | 'sgd'
-      lr=3e-5, decay_at=(0.75,), decay_factor=0.2,
-      b1=0.9, b2=0.999,           # adam, adamw
-      weight_decay=0.0,           # adamw
-      momentum=config_dict.placeholder(float),        # sgd; None = plain
-      grad_clip_norm=config_dict.placeholder(float),  # None = no clipping
-      # Per group: frozen, or its own lr (None: the one above); e.g.
-      # --config.optimizer.groups.backbone.frozen=False
-      # --config.optimizer.groups.backbone.lr=3e-6 fine-tunes the backbone.
-      groups=dict(
-          backbone=dict(frozen=True, lr=config_dict.placeholder(float)),
-          model=dict(frozen=False, lr=config_dict.placeholder(float)))))
-  # Start from another run (e.g. fine-tuning, or a later training stage):
-  # its variables (all, or the `subtrees` named as 'path' or 'src:dst',
-  # '/'-separated paths in {'params': ..., 'batch_stats': ...}) replace the
-  # fresh ones before step 1. `step` None = its latest checkpoint;
-  # `folder` 'best' takes its selected model.
-  c.init_from = ml_collections.ConfigDict(dict(
-      workdir=config_dict.placeholder(str),
-      step=config_dict.placeholder(int),
-      folder='checkpoints',
-      subtrees=()))
+  # SFNet's and CAMNet's parameter groups: 'backbone', 'model'.
+  c.optimizer = config_blocks.optimizer(
+      'adam', 3e-5, decay_at=(0.75,), decay_factor=0.2,
+      groups=dict(backbone=config_blocks.group(frozen=True),
+                  model=config_blocks.group(frozen=False)))
+  c.init_from = config_blocks.init_from()
 
-  c.data = ml_collections.ConfigDict(dict(
-      source='embedded',
-      image_size=(320, 320),
-      num_scenes=512,
-      heldout_scenes=64,
-      scene_size=(320, 320),
-      scene_seed=0,
-      warp='affine',
-      affine_std=0.15,
-      tps_std=0.4,
-      tps_prob=0.0,
-      flip_prob=0.5,
-      color_jitter=0.1,
-      occluders=0,                # most occluding objects per view; 0 = none
-      void_as='foreground',       # voc2012: the void label 255
-      max_keypoints=20,           # pf_pascal: keypoint rows; 0 = none
-      # Placeholders: None, and settable with --config.data.<field>=...
-      data_dir=config_dict.placeholder(str),
-      manual_dir=config_dict.placeholder(str),
-      exclude_list=config_dict.placeholder(str),
-  ))
+  # The affine-only pairs (theta = I + N(0, 0.15^2)) of the embedded scenes.
+  c.data = config_blocks.pair_data((320, 320), (320, 320))
   c.batch_size = 16
   c.num_epochs = 40
   c.num_train_steps = -1        # > 0 overrides num_epochs
@@ -157,15 +104,8 @@ def get_config(variant: str = 'quick') -> ml_collections.ConfigDict:
   c.checkpoint_every = 500
   c.keep_checkpoints = 3
 
-  # Named evaluators (semcorr_jax/evaluation/evaluators.py): each runs every
-  # `every` steps (0: only at the end) and at the end, next to the untrained
-  # model when `untrained_baseline`; `select` names a metric to maximise
-  # (model selection: the best checkpoint is kept in workdir/best/).
   c.evals = ml_collections.ConfigDict(dict(
-      synthetic=dict(
-          type='synthetic', every=0, untrained_baseline=True, select='',
-          num_pairs=64, batch_size=8, seed=1234, alphas=(0.05, 0.1, 0.15),
-          keypoint_stride=8)))
+      synthetic=config_blocks.synthetic_eval()))
 
   if variant == 'paper':
     c.data.source = 'voc2012'
@@ -177,13 +117,9 @@ def get_config(variant: str = 'quick') -> ml_collections.ConfigDict:
     # of the square both images are squashed to) and PF-WILLOW test (L =
     # max side of the source keypoints' extent, original pixels).
     # pf_pascal_val reads pf_pascal's data_dir unless given its own.
-    def benchmark(name, split, threshold, frame, **settings):
-      return ml_collections.ConfigDict(dict(
-          type='benchmark', benchmark=name, split=split,
-          data_dir=config_dict.placeholder(str), protocol='padded',
-          direction='ts', threshold=threshold, frame=frame, every=0,
-          untrained_baseline=False, select='',
-          num_pairs=config_dict.placeholder(int), **settings))
+    def benchmark(name, split, threshold, frame):
+      return config_blocks.benchmark_eval(name, split, threshold, frame,
+                                          protocol='padded')
 
     c.evals.pf_pascal = benchmark('pf_pascal', 'test', 'img', 'square')
     c.evals.pf_willow = benchmark('pf_willow', 'test', 'kps', 'original')
@@ -192,15 +128,9 @@ def get_config(variant: str = 'quick') -> ml_collections.ConfigDict:
     val.data_dir = c.evals.pf_pascal.get_ref('data_dir').identity()
     c.evals.pf_pascal_val = val
   elif variant == 'quick':
-    if efficientnet_lite.packaged_lite0_path():
-      c.backbone.name = 'efficientnet_lite0'
+    if config_blocks.lite0_if_installed(c.backbone,
+                                        'configs/sfnet.py:quick'):
       c.backbone.features = LITE0_FEATURES
-    else:
-      print('configs/sfnet.py:quick: EfficientNet-Lite0 weights not '
-            'installed, using a random ResNet-50/16 backbone (install: '
-            f'{efficientnet_lite.INSTALL_HINT})', file=sys.stderr)
-      c.backbone.depth = 50
-      c.backbone.width = 16
     c.data.image_size = (160, 160)
     c.data.scene_size = (192, 192)
     # Hard enough to tell methods apart: affine + TPS on every view and up

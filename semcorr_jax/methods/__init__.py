@@ -20,6 +20,7 @@ _REGISTRY = {
     'gsf': 'semcorr_jax.methods.gsf:GSFMethod',
     'cats': 'semcorr_jax.methods.cats:CATsMethod',
     'ncnet': 'semcorr_jax.methods.ncnet:NCNetMethod',
+    'jlfc': 'semcorr_jax.methods.jlfc:JLFCMethod',
 }
 
 

@@ -168,6 +168,23 @@ def learning_rates(config: ml_collections.ConfigDict, total_steps: int,
   return out
 
 
+def without_frozen_gradients(config: ml_collections.ConfigDict,
+                              names: tuple[str, ...], params: PyTree,
+                              labels: PyTree) -> PyTree:
+  """`params` with every leaf of a frozen group under `stop_gradient`.
+
+  Args:
+    config: `config.optimizer` (`group_settings` says which groups freeze).
+    names: the method's group names.
+    params: the params tree.
+    labels: its group label per leaf (`Method.param_groups(params)`).
+  """
+  frozen = {g for g in names if group_settings(config, g) is None}
+  return jax.tree.map(
+      lambda p, group: jax.lax.stop_gradient(p) if group in frozen else p,
+      params, labels)
+
+
 def labels_by_key(params: PyTree, rules: Mapping[str, str],
                   default: str) -> PyTree:
   """Group label per leaf: the rule of the first path key found in `rules`.

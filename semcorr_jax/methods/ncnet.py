@@ -85,11 +85,8 @@ class NCNetMethod(base.Method):
 
   # --- training ---------------------------------------------------------------
   def _without_frozen_gradients(self, params: PyTree) -> PyTree:
-    frozen = {g for g in GROUPS
-              if base.group_settings(self.config.optimizer, g) is None}
-    return jax.tree.map(
-        lambda p, group: jax.lax.stop_gradient(p) if group in frozen else p,
-        params, self.param_groups(params))
+    return base.without_frozen_gradients(
+        self.config.optimizer, GROUPS, params, self.param_groups(params))
 
   def loss(self, params: PyTree, model_state: PyTree, batch: base.Batch,
            rng: Array) -> tuple[Array, tuple[dict[str, Array], PyTree]]:
