@@ -103,6 +103,11 @@ COLUMNS = (
     ('raw PCK_bbox@0.1', TRAINED, 'raw_pck_bbox@0.1'),
     ('untrained PCK@0.1', UNTRAINED, 'pck@0.1'),
 )
+# The evaluator that scores a row at each size: the synthetic held-out pairs,
+# or PF-PASCAL test at `paper` (the paper's Tables 2-3); a paper run keeps
+# only PF-PASCAL's evaluators (test, and validation for model selection).
+SCORED_BY = {'test': 'synthetic', 'quick': 'synthetic', 'paper': 'pf_pascal'}
+PAPER_EVALS = ('pf_pascal', 'pf_pascal_val')
 # A folder with another value of these holds some other sweep's run.
 SAME_FIELDS = ('method', 'model.aggregator', 'data.image_size')
 
@@ -159,11 +164,26 @@ def run_of(row: str, variant: str, aggregator: str, seed: int, root: str,
                            f'{"full" if row == BASELINE else row}',
                            {**extra, 'seed': seed})
   if row != BASELINE:
-    return run_dir(root, row, seed), jlfc
+    return run_dir(root, row, seed), _scored(jlfc, variant)
   spec = baseline_spec(variant, aggregator)
   kept = ablation_runs.present_overrides(spec, extra)
-  return run_dir(root, row, seed), config_files.load(
-      spec, {**kept, 'seed': seed})
+  return run_dir(root, row, seed), _scored(
+      config_files.load(spec, {**kept, 'seed': seed}), variant)
+
+
+def _scored(config: ml_collections.ConfigDict, variant: str
+            ) -> ml_collections.ConfigDict:
+  """At `paper`: PF-PASCAL's evaluators only, the test split also scoring
+  the untrained model (the table's untrained column)."""
+  if variant != 'paper':
+    return config
+  config = ml_collections.ConfigDict(config.to_dict())  # an unlocked copy
+  for name in list(config.evals):
+    if name not in PAPER_EVALS:
+      del config.evals[name]
+  config.evals.pf_pascal.untrained_baseline = True
+  config.lock()
+  return config
 
 
 def title(row: str, aggregator: str) -> tuple[str, float | None]:
@@ -189,9 +209,13 @@ def note(seeds: Sequence[int], variant: str, aggregator: str,
       f'Mean ± sample std over seeds {", ".join(map(str, seeds))}; JLFC rows: '
       f'`configs/jlfc.py:{variant},{aggregator},<row>`, baseline: '
       f'`{os.path.relpath(baseline_spec(variant, aggregator), REPO_DIR)}`; '
-      f'budget: {budget}. PCK on the held-out pairs of the `synthetic` '
-      "evaluator, made from each config's `data` (the same pairs for every "
-      'row at `quick`): PCK at alpha_img, PCK_bbox at '
+      f'budget: {budget}. '
+      + ('PCK on PF-PASCAL test (the `pf_pascal` evaluator; PCK_bbox '
+         'columns empty): ' if variant == 'paper' else
+         'PCK on the held-out pairs of the `synthetic` '
+         "evaluator, made from each config's `data` (the same pairs for "
+         'every row at `quick`): ') +
+      'PCK at alpha_img, PCK_bbox at '
       'alpha_bbox, of the aggregated flow (JLFC: read-out of the aggregated '
       'cost A; baseline: its final flow); raw: the winner-take-all flow of '
       "JLFC's raw cost C (the baseline has none: -); untrained: the "
@@ -235,7 +259,8 @@ def main(argv: Sequence[str], flag_values: flags.FlagValues = FLAGS) -> str:
   for workdir, config in runs.values():
     ablation_runs.check_workdir(workdir, config, SAME_FIELDS)
   results = ablation_runs.run_all(
-      args, lambda row, seed: ablation_runs.train_or_read(*runs[row, seed]))
+      args, lambda row, seed: ablation_runs.train_or_read(
+          *runs[row, seed], evaluator=SCORED_BY[args.variant]))
   budgets = {row: _budget(runs[row, args.seeds[0]][1]) for row in args.rows}
   text = table(results, args.seeds, args.variant, aggregator, budgets)
   ablation_runs.write_table(text, args.output)

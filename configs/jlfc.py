@@ -34,7 +34,8 @@ M = 1) and Table 3 (`agg_only` = (a) L^A; `agg_cross` = (b) L^A + L^{C->A};
 
 * `paper,ncnet` and `paper,cats`: ResNet-101 at 256 x 256 (16 x 16 cells:
   layer3 for ncnet; PF-PASCAL's hyperpixels resized to S = 16 for cats),
-  adaptation layers of 2 units (3 x 3), AdamW (weight decay 0.05, CATs')
+  adaptation layers of 2 residual units per tap (5 x 5 on ncnet's layer3,
+  SFNet's; 1 x 1 on cats' hyperpixels), AdamW (weight decay 0.05, CATs')
   at the paper's rates: 3e-5 for feature extraction (backbone and
   adaptation) and 3e-6 for aggregation (CATs' train.py has the opposite;
   `--config.optimizer.groups.aggregator.lr=3e-5
@@ -193,6 +194,9 @@ def get_config(variant: str = 'quick,ncnet') -> ml_collections.ConfigDict:
     c.evals.pf_willow = _benchmark('pf_willow', 'test', 'kps', 'original')
     c.evals.tss = _benchmark('tss', 'test', 'img', 'original')
     c.checkpoint_every = steps_per_epoch
+    # SFNet's layer3 adaptation is 5 x 5; on CATs' six 1024-channel
+    # hyperpixels 3 x 3 units would add 113M parameters, 1 x 1 ones 12.6M.
+    c.model.adapt_kernel = 5 if aggregator == 'ncnet' else 1
   elif size == 'quick':
     lite0 = config_blocks.lite0_if_installed(c.backbone,
                                              'configs/jlfc.py:quick')

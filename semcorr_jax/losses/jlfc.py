@@ -15,6 +15,7 @@ labels and masks carry no gradient.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -78,15 +79,15 @@ def alpha2_in_cells(alpha2: float, unit: str, grid_hw: Sequence[int],
     image_hw: (H, W) of the images.
 
   Returns:
-    alpha2 in squared cells (per axis the smaller cell length is used, so
-    the tolerance is never looser than stated along either axis).
+    alpha2 in squared cells (on a non-square cell the longer side is used,
+    so the tolerance is never looser than stated along either axis).
   """
   if unit == 'cells':
     return float(alpha2)
   if unit == 'normalized':
-    cell = min(2.0 / max(n - 1, 1) for n in grid_hw)
+    cell = max(2.0 / max(n - 1, 1) for n in grid_hw)
   elif unit == 'pixels':
-    cell = min(size / n for size, n in zip(image_hw, grid_hw))
+    cell = max(size / n for size, n in zip(image_hw, grid_hw))
   else:
     raise SemcorrError(f'loss.alpha_unit={unit!r}: use one of {ALPHA_UNITS}')
   return float(alpha2) / cell ** 2
@@ -145,14 +146,37 @@ def contrastive_loss(cost: Array, mapping: Array, mask: Array,
 
 
 def check_terms(terms: Sequence[str]) -> tuple[str, ...]:
-  """The enabled terms, validated (at least one, each of `TERMS`)."""
+  """The enabled terms, validated (at least one, each of `TERMS` once)."""
   terms = tuple(terms)
   unknown = sorted(set(terms) - set(TERMS))
-  if unknown or not terms:
+  if unknown or not terms or len(set(terms)) != len(terms):
     raise SemcorrError(f'loss.terms={terms}: use a non-empty subset of '
                        f'{TERMS} (raw = L^C, agg_to_raw = L^(A->C), agg = '
                        'L^A, raw_to_agg = L^(C->A))')
   return terms
+
+
+def check_loss_config(cfg: Any) -> None:
+  """`config.loss` of a JLFC run, checked before anything is traced.
+
+  Raises:
+    SemcorrError: unknown terms, directions or unit; a temperature <= 0;
+      a negative alpha or weight.
+  """
+  check_terms(cfg.terms)
+  if cfg.directions not in DIRECTIONS:
+    raise SemcorrError(f'loss.directions={cfg.directions!r}: use one of '
+                       f'{DIRECTIONS}')
+  if cfg.alpha_unit not in ALPHA_UNITS:
+    raise SemcorrError(f'loss.alpha_unit={cfg.alpha_unit!r}: use one of '
+                       f'{ALPHA_UNITS}')
+  for name in ('temperature', 'agg_temperature'):
+    value = cfg[name]
+    if value is not None and value <= 0:
+      raise SemcorrError(f'loss.{name} must be > 0, got {value}')
+  for name in ('alpha1', 'alpha2', 'raw_weight', 'agg_weight'):
+    if cfg[name] < 0:
+      raise SemcorrError(f'loss.{name} must be >= 0, got {cfg[name]}')
 
 
 def joint_loss(raw: Array, agg: Array, *, terms: Sequence[str],

@@ -26,7 +26,6 @@ from typing import Any
 
 import flax
 import jax
-import jax.numpy as jnp
 
 from semcorr_jax import geometry
 from semcorr_jax import outputs
@@ -57,22 +56,31 @@ class JLFCMethod(base.Method):
   """
 
   flows = (
+      # consistency: the Eq. 2 mask of the cost's WTA labels.
       outputs.Flow('aggregated', extras=('confidence', 'consistency'),
-                   description='read-out of the aggregated cost A; '
-                   'consistency = its Eq. 2 mask'),
+                   description='aggregated cost A'),
       outputs.Flow('raw', extras=('confidence', 'consistency'),
-                   description='winner-take-all of the raw cost C; '
-                   'consistency = its Eq. 2 mask'),
+                   description='WTA of the raw cost C'),
   )
   batch_keys = ('source_image', 'target_image')
   param_group_names = GROUPS
 
   def __init__(self, config, total_steps: int):
-    jlfc_losses.check_terms(config.loss.terms)
+    jlfc_losses.check_loss_config(config.loss)
     if config.model.readout not in READOUTS:
       raise SemcorrError(f'model.readout={config.model.readout!r}: use one '
                          f'of {READOUTS}')
+    if config.model.readout_temperature <= 0:
+      raise SemcorrError('model.readout_temperature must be > 0, got '
+                         f'{config.model.readout_temperature}')
     super().__init__(config, total_steps)
+
+  @property
+  def agg_temperature(self) -> float:
+    """gamma of the terms scoring A (`loss.temperature` when unset)."""
+    cfg = self.config.loss
+    return cfg.temperature if cfg.agg_temperature is None else (
+        cfg.agg_temperature)
 
   def build_model(self) -> jlfc_model.JLFC:
     train_backbone = base.group_settings(self.config.optimizer,
@@ -126,7 +134,7 @@ class JLFCMethod(base.Method):
     loss, metrics = jlfc_losses.joint_loss(
         out['raw'], out['agg'], terms=cfg.terms, raw_weight=cfg.raw_weight,
         agg_weight=cfg.agg_weight, temperature=cfg.temperature,
-        agg_temperature=cfg.agg_temperature or cfg.temperature,
+        agg_temperature=self.agg_temperature,
         alpha1=cfg.alpha1, alpha2=alpha2,
         confidence_mask=cfg.confidence_mask, directions=cfg.directions)
     return loss, (metrics, {**model_state, **updates})
@@ -142,9 +150,8 @@ class JLFCMethod(base.Method):
       alpha2: Eq. 2's absolute tolerance in squared cells.
     """
     cfg, loss_cfg = self.config.model, self.config.loss
-    gamma = loss_cfg.temperature
-    if flow == 'aggregated':
-      gamma = loss_cfg.agg_temperature or gamma
+    gamma = (self.agg_temperature if flow == 'aggregated' else
+             loss_cfg.temperature)
     cost_ts = geometry.transpose_4d(cost)
     wta_st = jlfc_losses.wta_mapping(cost)
     wta_ts = jlfc_losses.wta_mapping(cost_ts)

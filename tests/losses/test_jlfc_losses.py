@@ -408,13 +408,13 @@ def test_alpha2_in_cells_units():
   npt.assert_allclose(
       losses.alpha2_in_cells(ALPHA2, 'pixels', (16, 16), (256, 256)),
       ALPHA2 / 16 ** 2, rtol=1e-12)
-  # Non-square: the smaller cell length (the tighter tolerance) is used.
+  # Non-square cells: the longer side (the tighter tolerance in cells).
   npt.assert_allclose(
       losses.alpha2_in_cells(ALPHA2, 'pixels', (16, 12), (256, 240)),
-      ALPHA2 / 16 ** 2, rtol=1e-12)
+      ALPHA2 / 20 ** 2, rtol=1e-12)
   npt.assert_allclose(
       losses.alpha2_in_cells(ALPHA2, 'normalized', (16, 12), (256, 240)),
-      ALPHA2 * (15 / 2) ** 2, rtol=1e-12)
+      ALPHA2 * (11 / 2) ** 2, rtol=1e-12)
   with pytest.raises(SemcorrError, match='alpha_unit'):
     losses.alpha2_in_cells(ALPHA2, 'inches', (16, 16), (256, 256))
 

@@ -68,6 +68,15 @@ def test_rows_map_to_their_configs(tmp_path):
     assert (c.method, c.seed, c.num_train_steps) == (aggregator, 1, 3)
     assert (c.batch_size, tuple(c.data.image_size)) == (
         full.batch_size, tuple(full.data.image_size))
+  # At paper size the rows are scored on PF-PASCAL test (with the untrained
+  # model) and keep only PF-PASCAL's evaluators, so PF-WILLOW and TSS need
+  # no folders.
+  assert script.SCORED_BY['paper'] == 'pf_pascal'
+  for row, aggregator in (('agg_only', 'ncnet'), ('baseline', 'ncnet'),
+                          ('baseline', 'cats')):
+    _, c = script.run_of(row, 'paper', aggregator, 0, root)
+    assert set(c.evals) == {'pf_pascal', 'pf_pascal_val'}, (row, aggregator)
+    assert c.evals.pf_pascal.untrained_baseline and c.is_locked
   # A key of neither config is an error, for the baseline too.
   with pytest.raises(SemcorrError, match='no_such'):
     script.run_of('baseline', 'test', 'ncnet', 0, root, {'loss.no_such': 1})

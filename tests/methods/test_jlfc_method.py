@@ -2,7 +2,9 @@
 learning rates, both read-outs, and a short run of the real trainer
 followed by semcorr-match."""
 
+import functools
 import importlib.util
+import re
 
 import flax
 import jax
@@ -137,12 +139,29 @@ def test_sweep_adds_every_row_once():
 @pytest.mark.parametrize('overrides, match', [
     ({'loss.terms': ('nope',)}, 'loss.terms'),
     ({'loss.terms': ()}, 'loss.terms'),
+    ({'loss.terms': ('raw', 'raw')}, 'loss.terms'),
+    ({'loss.directions': 'ts'}, 'loss.directions'),
+    ({'loss.alpha_unit': 'inch'}, 'loss.alpha_unit'),
+    ({'loss.temperature': 0.0}, 'loss.temperature'),
+    ({'loss.agg_temperature': -1.0}, 'loss.agg_temperature'),
+    ({'loss.alpha2': -0.1}, 'loss.alpha2'),
     ({'model.readout': 'x'}, 'model.readout'),
+    ({'model.readout_temperature': 0.0}, 'model.readout_temperature'),
 ])
 def test_wrong_config_is_one_line(overrides, match):
-  with pytest.raises(SemcorrError, match=match) as e:
+  """Refused when the method is built, before anything is traced."""
+  with pytest.raises(SemcorrError, match=re.escape(match)) as e:
     _method(**overrides)
   assert '\n' not in str(e.value)
+
+
+def test_agg_temperature_defaults_to_the_temperature():
+  config = _config()
+  assert config.loss.agg_temperature is None
+  assert _method().agg_temperature == config.loss.temperature
+  method = _method(**{'loss.agg_temperature': 0.2, 'loss.temperature': 0.07})
+  assert method.agg_temperature == 0.2
+  assert method.config.loss.temperature == 0.07
 
 
 # --- parameter groups and their learning rates --------------------------------
@@ -223,6 +242,74 @@ def test_train_step_keeps_the_frozen_backbone_bit_identical():
   assert not [k for k in moved if k.startswith('backbone/')]
 
 
+@pytest.fixture(scope='module')
+def ncnet_variables():
+  """The test ncnet model's variables and a batch of 2 pairs."""
+  batch = _batch()
+  return jax.jit(_method().init_variables)(jax.random.key(0), batch), batch
+
+
+# Term -> the groups its gradient reaches (the backbone is frozen): a term
+# scoring C never reaches the aggregator (A only gives it labels and a
+# mask, neither differentiable); a term scoring A reaches both.
+TERM_GROUPS = {'raw': {'features'}, 'agg_to_raw': {'features'},
+               'agg': {'features', 'aggregator'},
+               'raw_to_agg': {'features', 'aggregator'}}
+
+
+@pytest.mark.parametrize('term', ALL_TERMS)
+def test_each_term_reaches_only_the_modules_it_scores(ncnet_variables, term):
+  """d loss / d params of one term alone: exactly zero on every leaf of the
+  groups it must not reach, nonzero in those it must."""
+  variables, batch = ncnet_variables
+  method = _method(**{'loss.terms': (term,)})
+  params = variables['params']
+  model_state = {k: v for k, v in variables.items() if k != 'params'}
+
+  @jax.jit
+  def grad(params):
+    return jax.grad(method.loss, has_aux=True)(
+        params, model_state, batch, jax.random.key(1))
+  grads, (metrics, _) = grad(params)
+  assert float(metrics[f'loss_{term}']) > 0, metrics  # some cell unmasked
+  labels = _flat(method.param_groups(params))
+  largest = {g: 0.0 for g in GROUPS}
+  for key, g in _flat(grads).items():
+    largest[labels[key]] = max(largest[labels[key]], float(np.abs(g).max()))
+  reached = {g for g, v in largest.items() if v > 0}
+  assert reached == TERM_GROUPS[term], largest
+
+
+@pytest.mark.parametrize('aggregator', ['ncnet', 'cats'])
+def test_bfloat16_compute_gives_float32_costs_and_a_finite_loss(aggregator):
+  """model.dtype='bfloat16' (backbone and adaptation convs): both costs
+  come out float32 and the training loss is finite."""
+  method = _method(f'test,{aggregator}', **{'model.dtype': 'bfloat16'})
+
+  batch = _batch()
+  source, target = batch['source_image'], batch['target_image']
+
+  @jax.jit
+  def run(batch):
+    variables = method.init_variables(jax.random.key(0), batch)
+    params = variables.pop('params')
+    return method.loss(params, variables, batch, jax.random.key(1))
+  shapes = jax.eval_shape(method.init_variables, jax.random.key(0), batch)
+  for train in (False, True):  # inference and the loss's pass
+    out = jax.eval_shape(
+        functools.partial(method.model.apply, train=train,
+                          mutable=['batch_stats'] if train else False),
+        shapes, source, target)
+    out = out[0] if train else out
+    for key in ('raw', 'agg'):
+      assert out[key].dtype == jnp.float32, (train, key)
+  loss, (metrics, _) = run(batch)
+  assert loss.dtype == jnp.float32
+  assert np.isfinite(float(loss)) and float(loss) > 0
+  for key, value in metrics.items():
+    assert np.isfinite(float(value)), key
+
+
 # --- read-outs ----------------------------------------------------------------
 
 
@@ -290,9 +377,11 @@ def _train(aggregator, workdir, baseline):
 
 @pytest.mark.slow  # compiles the sharded step, two evaluations and matching
 def test_real_trainer_then_match_writes_the_consistency_maps(tmp_path):
-  """The ncnet aggregator: trained and untrained scores of both flows
-  (the untrained raw scores are the paper's WTA row); semcorr-match writes
-  both flows' confidence and consistency maps beside the picture."""
+  """The ncnet aggregator: trained and untrained scores of both flows (the
+  untrained model includes a randomly initialised adaptation layer, so its
+  raw scores are not the paper's WTA row, which needs
+  `model.adapt_units=0`); semcorr-match writes both flows' confidence and
+  consistency maps beside the picture."""
   workdir = tmp_path / 'run'
   _train('ncnet', workdir, baseline=True)
   matcher = api.load(str(workdir))
