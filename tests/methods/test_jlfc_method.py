@@ -280,7 +280,8 @@ def test_each_term_reaches_only_the_modules_it_scores(ncnet_variables, term):
   assert reached == TERM_GROUPS[term], largest
 
 
-@pytest.mark.parametrize('aggregator', ['ncnet', 'cats'])
+@pytest.mark.parametrize(
+    'aggregator', ['ncnet', pytest.param('cats', marks=pytest.mark.slow)])
 def test_bfloat16_compute_gives_float32_costs_and_a_finite_loss(aggregator):
   """model.dtype='bfloat16' (backbone and adaptation convs): both costs
   come out float32 and the training loss is finite."""

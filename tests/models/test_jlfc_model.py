@@ -143,6 +143,55 @@ def test_cats_costs_are_the_level_mean_and_the_aggregated_stack():
   assert np.abs(np.asarray(out['agg']) - raw).max() > 1e-3
 
 
+def _adapt_or_bn(mdl, _):
+  return isinstance(mdl.name, str) and (mdl.name.startswith('adapt_') or
+                                        mdl.name == 'bn0')
+
+
+def test_train_mode_normalises_each_side_with_its_own_statistics():
+  """train=True: the adaptation BatchNorm normalises the source half and the
+  target half of [source; target] each with its own batch statistics: each
+  half of its output has zero mean per channel, and changing the targets
+  (t * 0.5 + 0.2) leaves the adapted source features unchanged, while they
+  differ from inference (running statistics). The call moves the
+  adaptation layers' running statistics, not the frozen backbone's."""
+  config = _config('ncnet')
+  model = jlfc.JLFC.from_config(config, train_backbone=False)
+  source, target = _images()
+  name = f'adapt_{config.backbone.features[0]}'
+
+  @jax.jit
+  def run(source, target):
+    variables = model.init(jax.random.key(1), source, target)
+
+    def apply(target, train):
+      mutable = ['intermediates'] + (['batch_stats'] if train else [])
+      _, state = model.apply(variables, source, target, train=train,
+                             capture_intermediates=_adapt_or_bn,
+                             mutable=mutable)
+      inter = state['intermediates'][name]
+      return (inter['__call__'][0], inter['bn0']['__call__'][0],
+              state.get('batch_stats'))
+    feats, bn, stats = apply(target, True)
+    shifted, _, _ = apply(target * 0.5 + 0.2, True)
+    inference, _, _ = apply(target, False)
+    return variables['batch_stats'], stats, feats, bn, shifted, inference
+
+  before, after, feats, bn, shifted, inference = jax.device_get(
+      run(source, target))
+  assert feats.shape == bn.shape == (2 * B, 4, 4, 128)
+  for half in (bn[:B], bn[B:]):
+    np.testing.assert_allclose(half.mean(axis=(0, 1, 2)), 0.0, atol=1e-4)
+  np.testing.assert_allclose(shifted[:B], feats[:B], rtol=1e-6, atol=1e-6)
+  assert np.abs(shifted[B:] - feats[B:]).max() > 1e-2
+  assert np.abs(inference[:B] - feats[:B]).max() > 1e-2
+  for key in ('mean', 'var'):
+    assert np.abs(after[name]['bn0'][key] -
+                  before[name]['bn0'][key]).max() > 1e-4, key
+  jax.tree.map(np.testing.assert_array_equal, after['backbone'],
+               before['backbone'])
+
+
 def _shapes(method, config):
   """The shapes of a method's `params`, built without running it."""
   method = methods.get(method)(config, 10)
