@@ -157,7 +157,10 @@ def get_config(variant: str = 'quick,ncnet') -> ml_collections.ConfigDict:
       alpha2=0.05,                # Eq. 2, absolute, in `alpha_unit` squared
       alpha_unit='cells',         # 'cells' | 'normalized' | 'pixels'
       confidence_mask=True,       # False: M = 1 (Table 2, row c)
-      directions='st',            # 'st' (Eqs. 3-4) | 'both'
+      # 'st' (Eqs. 3-4 as printed) | 'both'. CATs' aggregator is not
+      # symmetric: 'st' would train only the rows of A, while the read-outs
+      # and evaluators also use its columns (target -> source).
+      directions='st' if aggregator == 'ncnet' else 'both',
   ))
   # Groups: 'backbone', 'features' (adaptation layers), 'aggregator'.
   c.optimizer = config_blocks.optimizer(
@@ -195,7 +198,7 @@ def get_config(variant: str = 'quick,ncnet') -> ml_collections.ConfigDict:
     c.evals.tss = _benchmark('tss', 'test', 'img', 'original')
     c.checkpoint_every = steps_per_epoch
     # SFNet's layer3 adaptation is 5 x 5; on CATs' six 1024-channel
-    # hyperpixels 3 x 3 units would add 113M parameters, 1 x 1 ones 12.6M.
+    # hyperpixels 3 x 3 units would add 114M parameters, 1 x 1 ones 12.8M.
     c.model.adapt_kernel = 5 if aggregator == 'ncnet' else 1
   elif size == 'quick':
     lite0 = config_blocks.lite0_if_installed(c.backbone,

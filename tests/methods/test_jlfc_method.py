@@ -98,6 +98,9 @@ def test_paper_settings(aggregator):
   assert not any(o.groups[g].frozen for g in GROUPS)
   loss = c.loss
   assert (loss.alpha1, loss.alpha2, loss.alpha_unit) == (0.1, 0.05, 'cells')
+  # CATs' aggregator is asymmetric: both directions of A are trained.
+  assert loss.directions == ('st' if aggregator == 'ncnet' else 'both')
+  assert c.model.adapt_kernel == (5 if aggregator == 'ncnet' else 1)
   assert (loss.raw_weight, loss.agg_weight) == (0.5, 0.5)
   assert tuple(loss.terms) == ALL_TERMS and loss.confidence_mask
   assert set(c.evals) == {'pf_pascal', 'pf_pascal_val', 'pf_willow', 'tss'}
