@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import math
 import os
 import statistics
 from typing import Any, Sequence
@@ -36,6 +35,7 @@ from absl import app  # noqa: E402  pylint: disable=g-import-not-at-top
 from absl import flags  # noqa: E402  pylint: disable=g-import-not-at-top
 
 from semcorr_jax.errors import SemcorrError  # noqa: E402  pylint: disable=g-import-not-at-top
+from semcorr_jax import ablation_runs  # noqa: E402  pylint: disable=g-import-not-at-top
 from semcorr_jax import config_files  # noqa: E402  pylint: disable=g-import-not-at-top
 from semcorr_jax import train  # noqa: E402  pylint: disable=g-import-not-at-top
 
@@ -145,16 +145,6 @@ def run(row: str, variant: str, seed: int, root: str) -> dict[str, Any]:
   return results
 
 
-def _cell(values: Sequence[float]) -> str:
-  values = [v for v in values if v is not None and not math.isnan(v)]
-  if not values:
-    return '-'
-  mean = statistics.fmean(values)
-  if len(values) == 1:
-    return f'{mean:.3f}'
-  return f'{mean:.3f} ± {statistics.stdev(values):.3f}'
-
-
 def table(results: dict[str, dict[int, dict[str, Any]]],
           seeds: Sequence[int]) -> str:
   """Markdown: one line per row, mean ± std over seeds; then per seed."""
@@ -164,7 +154,7 @@ def table(results: dict[str, dict[int, dict[str, Any]]],
            head, rule]
   for row, per_seed in results.items():
     lines.append(f'| `{row}` | ' + ' | '.join(
-        _cell([per_seed[s].get(k) for s in seeds]) for _, k in COLUMNS)
+        ablation_runs.mean_std([per_seed[s].get(k) for s in seeds]) for _, k in COLUMNS)
                  + ' |')
   lines += ['', 'Per seed:', '', head.replace('| row |', '| row, seed |'),
             rule]

@@ -5,31 +5,10 @@ only), run in-process: the table names both rows with numbers, stage 2 really
 started from stage 1, and a second call trains nothing.
 """
 
-import importlib
 import json
-import sys
 
-from absl import flags
 import pytest
-from helpers import paths
-
-BENCHMARKS = str(paths.REPO / 'benchmarks')
-
-
-def _load_script():
-  sys.path.insert(0, BENCHMARKS)
-  try:
-    return importlib.import_module('gsf_ablation')
-  finally:
-    sys.path.remove(BENCHMARKS)
-
-
-def _run(script, *args):
-  """The script's main on its own flag values (absl's global ones untouched)."""
-  flag_values = flags.FlagValues()
-  script.define_flags(flag_values)
-  rest = flag_values(['gsf_ablation.py', *args])
-  return script.main(rest, flag_values)
+from helpers import benchmark_scripts
 
 
 def _synthetic(root, run):
@@ -38,7 +17,7 @@ def _synthetic(root, run):
 
 
 def test_rows_map_to_their_runs(tmp_path):
-  script = _load_script()
+  script = benchmark_scripts.load('gsf_ablation')
   root = str(tmp_path)
   # Stage 2 without matching starts from full's stage 1, all but matching.
   (s1, c1), (s2, c2) = script.runs_of('no_matching', 'test', 1, root,
@@ -65,11 +44,11 @@ def test_rows_map_to_their_runs(tmp_path):
 
 @pytest.fixture(scope='module')
 def sweep(tmp_path_factory):
-  script = _load_script()
+  script = benchmark_scripts.load('gsf_ablation')
   root = tmp_path_factory.mktemp('gsf_ablation')
   args = (f'--root={root}', '--seeds=0', '--variant=test',
           '--rows=full,sil_only')
-  return script, root, args, _run(script, *args)
+  return script, root, args, benchmark_scripts.run_main(script, *args)
 
 
 @pytest.mark.slow
@@ -124,6 +103,6 @@ def test_a_second_call_trains_nothing(sweep, monkeypatch):
   monkeypatch.setattr(script.train, 'train_and_evaluate', refuse)
   before = (root / 'full_stage1_s0' / 'eval' / 'synthetic.json'
             ).stat().st_mtime_ns
-  assert _run(script, *args) == text
+  assert benchmark_scripts.run_main(script, *args) == text
   assert (root / 'full_stage1_s0' / 'eval' / 'synthetic.json'
           ).stat().st_mtime_ns == before

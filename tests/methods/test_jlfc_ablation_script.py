@@ -5,26 +5,14 @@ and `baseline` on the `test` configs, run in-process, gives a table naming
 both rows with the runs' own figures, and a second call trains nothing.
 """
 
-import importlib
 import importlib.util
 import json
-import sys
 
-from absl import flags
 import pytest
+from helpers import benchmark_scripts
 from helpers import paths
 
 from semcorr_jax.errors import SemcorrError
-
-BENCHMARKS = str(paths.REPO / 'benchmarks')
-
-
-def _load_script():
-  sys.path.insert(0, BENCHMARKS)
-  try:
-    return importlib.import_module('jlfc_ablation')
-  finally:
-    sys.path.remove(BENCHMARKS)
 
 
 def _config_module():
@@ -35,16 +23,8 @@ def _config_module():
   return module
 
 
-def _run(script, *args):
-  """The script's main on its own flag values (absl's global ones untouched)."""
-  flag_values = flags.FlagValues()
-  script.define_flags(flag_values)
-  rest = flag_values(['jlfc_ablation.py', *args])
-  return script.main(rest, flag_values)
-
-
 def test_rows_map_to_their_configs(tmp_path):
-  script = _load_script()
+  script = benchmark_scripts.load('jlfc_ablation')
   root = str(tmp_path)
   assert script.ALL_ROWS == (*_config_module().ABLATIONS, 'baseline')
   terms = {'full': ('raw', 'agg_to_raw', 'agg', 'raw_to_agg'),
@@ -83,23 +63,23 @@ def test_rows_map_to_their_configs(tmp_path):
 
 
 def test_a_folder_of_another_method_is_refused(tmp_path):
-  script = _load_script()
+  script = benchmark_scripts.load('jlfc_ablation')
   (tmp_path / 'baseline_s0').mkdir()
   (tmp_path / 'baseline_s0' / 'config.json').write_text(
       json.dumps({'method': 'cats'}))
   with pytest.raises(SemcorrError, match="method='cats'"):
-    _run(script, f'--root={tmp_path}', '--seeds=0', '--variant=test',
+    benchmark_scripts.run_main(script, f'--root={tmp_path}', '--seeds=0', '--variant=test',
          '--rows=baseline')
   assert not (tmp_path / 'table.md').exists()
 
 
 @pytest.fixture(scope='module')
 def sweep(tmp_path_factory):
-  script = _load_script()
+  script = benchmark_scripts.load('jlfc_ablation')
   root = tmp_path_factory.mktemp('jlfc_ablation')
   args = (f'--root={root}', '--seeds=0', '--variant=test',
           '--rows=full,baseline')
-  return script, root, args, _run(script, *args)
+  return script, root, args, benchmark_scripts.run_main(script, *args)
 
 
 def _cells(text, start):
@@ -146,5 +126,5 @@ def test_a_second_call_trains_nothing(sweep, monkeypatch):
   monkeypatch.setattr(script.train, 'train_and_evaluate', refuse)
   report = root / 'full_s0' / 'eval' / 'synthetic.json'
   before = report.stat().st_mtime_ns
-  assert _run(script, *args) == text
+  assert benchmark_scripts.run_main(script, *args) == text
   assert report.stat().st_mtime_ns == before
