@@ -3,10 +3,18 @@
 * `semcorr-train` (`cli.train`): train a method from a config.
 * `semcorr-eval` (`cli.evaluate`): score a trained workdir beside its
   untrained twin on a benchmark; JSON + Markdown + pictures in workdir/eval.
-* `semcorr-match` (`cli.match`): match two image files with a trained model.
+* `semcorr-match` (`cli.match`): match two image files with a trained model
+  (no TensorFlow needed).
+* `semcorr-import-sfnet`, `-ncnet`, `-cats` (`cli.import_*`): an official
+  release as a workdir.
+* `semcorr-fetch-weights` (`cli.fetch_weights`): torchvision's
+  ImageNet ResNets as `.npz`.
 
-User errors print one line `error: <message>` and exit with status 1
-(`cli.common.main_wrapper`).
+Every tool's `--help` prints its module docstring (with examples) and its
+own flags (`cli.flag_parsing`); `--config=sfnet:quick` names a packaged
+config. User errors, flag errors included, print one line
+`error: <message>` (with the closest right answer where there is one) and
+exit with status 1 (`cli.common`).
 
 Importing this package (every tool does, before anything imports TensorFlow)
 keeps TensorFlow's start-up logs off stderr: `TF_CPP_MIN_LOG_LEVEL` defaults

@@ -1,12 +1,23 @@
-"""Shared pieces of the command-line tools: error handling, inputs, outputs.
+"""Shared pieces of the command-line tools: help, flags, errors, outputs.
 
-Every tool's `main` is wrapped by `main_wrapper`: any failure prints one line
-`error: <message>` on stderr and exits with status 1, without a traceback
-(`--verbose` or SEMCORR_VERBOSE=1 adds it); flag errors, config files that do
-not load and errors of background threads are one line too (`run`). Outputs
-are written atomically (temporary file + rename, the temporary removed on
-failure), so a failure never leaves a half-written file and never removes
-one written before.
+Every tool goes through `run` (absl flags, `app.run`):
+
+* `--help` (also `-h`, `-?`, `--helpshort`) prints the tool's module
+  docstring, with its examples, and the tool's own flags with their help,
+  then exits 0; `--helpfull` lists every flag (`flag_parsing`).
+* `--config=sfnet:quick` names a packaged config (`config_files.resolve`).
+* Flag errors are one `error:` line with the closest right answer where
+  there is one: an unknown flag, a choice flag's bad value, an unknown
+  config field or variant, a value a config field does not take, a config
+  file that does not load (`flag_parsing.parse_flags`).
+* `main` is wrapped by `main_wrapper`: any failure prints one line
+  `error: <message>` on stderr and exits with status 1, without a traceback
+  (`--verbose` or SEMCORR_VERBOSE=1 adds it); errors of background threads
+  are one line too.
+
+Outputs are written atomically (temporary file + rename, the temporary
+removed on failure), so a failure never leaves a half-written file and never
+removes one written before.
 """
 
 from __future__ import annotations
@@ -24,19 +35,19 @@ from typing import Any, Callable
 from absl import app
 from absl import flags
 from absl import logging
-import ml_collections
-from ml_collections.config_flags import config_flags as config_file_flags
 import numpy as np
 
 from semcorr_jax import background_noise
-from semcorr_jax import config_files
 from semcorr_jax import image_files
 from semcorr_jax import output_paths
+from semcorr_jax.cli import flag_parsing
 from semcorr_jax.errors import SemcorrError
 
 SKIMAGE_PREFIX = image_files.SKIMAGE_PREFIX
 WARPED_SUFFIX = image_files.WARPED_SUFFIX
 SKIMAGE_PHOTOS = image_files.SKIMAGE_PHOTOS
+# Flag parsing and help (`flag_parsing`), shared by every tool.
+parse_flags = flag_parsing.parse_flags
 
 
 def hide_gpus_from_tensorflow(import_if_needed: bool = True) -> None:
@@ -49,8 +60,9 @@ def hide_gpus_from_tensorflow(import_if_needed: bool = True) -> None:
   if not import_if_needed and 'tensorflow' not in sys.modules:
     return
   try:
+    # Optional (the `train` extra); inference runs without it.
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  except ImportError:  # pragma: no cover
+  except ImportError:
     return
   try:
     tf.config.set_visible_devices([], 'GPU')
@@ -87,6 +99,7 @@ def verbose() -> bool:
 def run(main: Callable[[list[str]], Any]) -> None:
   """Runs an absl `main` (wrapped by `main_wrapper`) as a console tool.
 
+  `--help` shows the docstring and flags of `main`'s module and exits 0.
   Flag errors (an unknown flag or config key, a config file that does not
   load, a bad value) are one `error:` line too (`parse_flags`), and an
   exception in a background thread is one line (`thread_excepthook`).
@@ -94,6 +107,10 @@ def run(main: Callable[[list[str]], Any]) -> None:
   global _QUIET_EXIT
   _QUIET_EXIT = True
   threading.excepthook = thread_excepthook
+  module = sys.modules[main.__module__]
+  flag_parsing.adopt_flags(module)
+  if flag_parsing.show_help_if_asked(sys.argv, module):
+    sys.exit(0)
   app.run(main, flags_parser=_parse_flags_or_fail)
 
 
@@ -104,82 +121,6 @@ def _parse_flags_or_fail(argv: list[str]) -> list[str]:
     if any(a in _VERBOSE_ARGS for a in argv):
       flags.FLAGS['verbose'].value = True
     _fail(str(e), e)
-
-
-def parse_flags(argv: list[str], flag_values: flags.FlagValues = flags.FLAGS
-                ) -> list[str]:
-  """Parses `argv` into `flag_values` as absl does; returns the rest.
-
-  Raises:
-    SemcorrError: one line for any flag error, naming the flag; for a config
-      file flag (ml_collections): a missing file, a file that does not run,
-      an unknown variant (the file's own message lists them) or an unknown
-      override key (listing the fields where it went wrong).
-  """
-  try:
-    rest = flag_values(argv)
-  except Exception as e:  # pylint: disable=broad-except
-    raise SemcorrError(_config_error_line(argv, flag_values) or
-                       _flag_error_line(e)) from e
-  for name, _, _ in _config_flag_args(argv, flag_values):
-    value = flag_values[name].value
-    if value is not None and not isinstance(value, ml_collections.ConfigDict):
-      # ml_collections defers a missing file's error to the first use.
-      line = _config_error_line(argv, flag_values)
-      if line:
-        raise SemcorrError(line)
-  return rest
-
-
-def _config_error_line(argv: list[str], flag_values: flags.FlagValues
-                       ) -> str:
-  """What is wrong with the config files and keys on the command line, in
-  one line ('' when they load)."""
-  for name, spec, keys in _config_flag_args(argv, flag_values):
-    try:
-      config = config_files.load(spec)
-    except SemcorrError as e:
-      return f'--{name}: {e}'
-    for key in keys:
-      missing = config_files.missing_field(config, key)
-      if missing:
-        return f'--{name}: {missing}'
-  return ''
-
-
-def _flag_error_line(error: Exception) -> str:
-  """One line for any other error raised while flags parse."""
-  text = str(error)
-  if 'Traceback (most recent call last)' in text:  # a config file's error
-    lines = [l.strip() for l in text.splitlines() if l.strip()]
-    text = f'{lines[0]} {lines[-1]}'
-  if not isinstance(error, flags.Error):
-    text = f'{type(error).__name__}: {text}'
-  return f'{" ".join(text.split())}; see --helpshort'
-
-
-def _config_flag_args(argv: list[str], flag_values: flags.FlagValues
-                      ) -> list[tuple[str, str, list[str]]]:
-  """(name, 'file:variant', [override keys]) of each config file flag given
-  on the command line (`--name=spec` or `--name spec`)."""
-  found = []
-  for name in list(flag_values):
-    flag = flag_values[name]
-    if name != flag.name or not isinstance(
-        flag.parser, config_file_flags.ConfigFileFlagParser):
-      continue  # a short name, or not a config file flag
-    spec, keys = None, []
-    for i, arg in enumerate(argv):
-      if not arg.startswith('-'):
-        continue
-      head, eq, value = arg.lstrip('-').partition('=')
-      if head == name:
-        spec = value if eq else (argv[i + 1] if i + 1 < len(argv) else None)
-      elif head.startswith(f'{name}.'):
-        keys.append(head[len(name) + 1:])
-    if spec:
-      found.append((name, spec, keys))
-  return found
 
 
 def main_wrapper(main: Callable[[list[str]], Any]

@@ -158,8 +158,10 @@ def run_importer(main: Callable[[list[str]], None], example_config: str
   The flags are defined here, not on import: other tools sharing a process
   (tests) define their own --config.
   """
-  config_flags.DEFINE_config_file('config', None, f'e.g. {example_config}',
-                                  lock_config=True)
+  config_flags.DEFINE_config_file(
+      'config', None, f'config file and variant, FILE:VARIANT, or a packaged '
+      f'config by name (e.g. {example_config}); override fields with '
+      '--config.<field>=VALUE', lock_config=True)
   flags.DEFINE_string('workdir', None, 'the new workdir to write')
   flags.mark_flags_as_required(['config', 'workdir'])
   common.run(main)

@@ -1,7 +1,16 @@
 r"""semcorr-train: train a method from a config file.
 
   semcorr-train --config=configs/sfnet.py:quick --workdir=runs/sfnet_quick \
-      [--config.batch_size=16 ...]
+      [--config.batch_size=16 --config.optimizer.lr=3e-4 ...]
+  semcorr-train --config=sfnet:quick --workdir=runs/sfnet_quick
+
+`--config=FILE:VARIANT` runs FILE's `get_config(VARIANT)`
+(ml_collections); a FILE that does not exist but names a packaged config
+(`sfnet`, `sfnet.py`, `configs/sfnet.py`; camnet, cats, gsf, jlfc, ncnet
+too) is the one installed with the package, so the second line works from
+any folder. `--config.<field>=VALUE` overrides a field; a misspelt field or
+variant, or a value the field does not take, is one error line naming the
+closest one.
 
 An existing run in `--workdir` is resumed from its latest checkpoint. For a
 multi-host job, start the same command on every host with
@@ -20,7 +29,8 @@ from semcorr_jax.cli import common
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config file and variant, FILE:VARIANT (e.g. '
-    'configs/<method>.py:quick).',
+    'configs/<method>.py:quick), or a packaged config by name (e.g. '
+    'sfnet:quick); override fields with --config.<field>=VALUE.',
     lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output folder (resumed).')
 _DISTRIBUTED = flags.DEFINE_bool(

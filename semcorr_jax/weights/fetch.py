@@ -1,44 +1,30 @@
-r"""Downloads torchvision's ImageNet ResNet weights as the `.npz` we read.
+r"""torchvision's ImageNet ResNets as our `.npz` (library of `semcorr-fetch-weights`).
 
-One command (needs internet once; no torch):
+`fetch(name, output)` downloads torchvision's `IMAGENET1K_V1` file
+(`ResNet101_Weights` / `ResNet50_Weights` in torchvision/models/resnet.py;
+the weights SFNet used) from download.pytorch.org into a temporary file
+beside the output, checks that its sha256 starts with the 8 hex digits in
+the file name (as `torch.hub` does), reads it with
+`torch_pickle.read_torch_file` (no torch), checks that it is a complete
+torchvision ResNet state dict of that depth (`convert_torchvision_resnet`:
+every key, every shape, nothing extra), and writes the state dict,
+torchvision keys unchanged, as `.npz` (written to a temporary name, then
+renamed). `fetch(..., input_path=...)` converts an already downloaded file
+instead. The command line is `semcorr_jax.cli.fetch_weights`.
 
-  python -m semcorr_jax.weights.fetch resnet101 --output ~/weights/resnet101.npz
-  python -m semcorr_jax.weights.fetch resnet50 --output ~/weights/resnet50.npz
-
-then train with `--config.backbone.weights=~/weights/resnet101.npz`.
-
-It downloads torchvision's `IMAGENET1K_V1` file (`ResNet101_Weights` /
-`ResNet50_Weights` in torchvision/models/resnet.py; the weights SFNet used)
-from download.pytorch.org into a temporary file beside the output, checks
-that its sha256 starts with the 8 hex digits in the file name (as
-`torch.hub` does), reads it with `torch_pickle.read_torch_file` (no torch),
-checks that it is a complete torchvision ResNet state dict of that depth
-(`convert_torchvision_resnet`: every key, every shape, nothing extra),
-and writes the state dict, torchvision keys unchanged, as `.npz` (written
-to a temporary name, then renamed). The download is deleted afterwards
-unless `--keep_download` is given.
-
-Offline: download the file elsewhere (the URL is printed by `--help`) and
-convert it here with `--input`:
-
-  python -m semcorr_jax.weights.fetch resnet101 \
-    --input resnet101-63fe2227.pth --output ~/weights/resnet101.npz
-
-The output location (and, with `--keep_download`, the download's final
+The output location (and, with `keep_download`, the download's final
 name) is checked before anything is downloaded or read. Every failure (an
 unwritable output, no network, hash mismatch, incomplete file, a full disk)
-is one `error:` line and exit status 1; nothing half-written is left.
+is a one-line `SemcorrError` (or OSError); nothing half-written is left.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import http.client
 import os
 import re
-import sys
 import tempfile
 import urllib.error
 import urllib.request
@@ -222,41 +208,3 @@ def fetch(name: str, output, input_path=None, keep_download: bool = False,
   print(f'wrote {len(state)} arrays ({name}, torchvision IMAGENET1K_V1) to '
         f'{output}')
   return output
-
-
-def main(argv=None) -> int:
-  """CLI; returns the exit status."""
-  parser = argparse.ArgumentParser(
-      prog='python -m semcorr_jax.weights.fetch',
-      description='Download torchvision ImageNet ResNet weights as .npz: '
-      + '; '.join(f'{k}: {m.url}' for k, m in MODELS.items()))
-  parser.add_argument('model', choices=sorted(MODELS))
-  parser.add_argument('--output', default=None,
-                      help='the .npz to write (default: ./<model>.npz)')
-  parser.add_argument('--input', default=None,
-                      help='convert this already downloaded .pth instead')
-  parser.add_argument('--keep_download', action='store_true',
-                      help='keep the .pth beside the output')
-  parser.add_argument('--timeout', type=float, default=60.0,
-                      help='network timeout in seconds')
-  args = parser.parse_args(argv)
-  try:
-    fetch(args.model, args.output or f'{args.model}.npz', args.input,
-          args.keep_download, args.timeout)
-  except SemcorrError as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 1
-  except OSError as e:  # A full disk, a folder removed meanwhile, ...
-    where = f'{e.filename}: ' if e.filename else ''
-    print(f'error: {where}{e.strerror or e}', file=sys.stderr)
-    return 1
-  return 0
-
-
-def run() -> None:
-  """Console-script entry point."""
-  sys.exit(main())
-
-
-if __name__ == '__main__':
-  run()

@@ -352,7 +352,7 @@ def _assert_user_error(proc, match):
 @pytest.mark.slow  # CLI subprocess
 def test_eval_cli_unknown_benchmark(shift_workdir):
   proc = _cli('evaluate', f'--workdir={shift_workdir}', '--benchmark=spair')
-  _assert_user_error(proc, "unknown benchmark 'spair'; supported: synthetic")
+  _assert_user_error(proc, '--benchmark=spair: not one of synthetic')
 
 
 @pytest.fixture(scope='module')

@@ -97,8 +97,8 @@ def test_eval_pf_pascal_trained_and_untrained(workdir, pf_pascal_dir):
 def test_eval_user_errors_keep_eval_files(workdir, pf_pascal_dir, tmp_path):
   before = _snapshot(os.path.join(workdir, 'eval'))
   proc = _eval(f'--workdir={workdir}', '--benchmark=pf')
-  _one_error_line(proc, "unknown benchmark 'pf'; supported: "
-                  'synthetic, pf_pascal, pf_willow, spair71k, tss, caltech101')
+  _one_error_line(proc, '--benchmark=pf: not one of synthetic, pf_pascal, '
+                  'pf_willow, spair71k, tss, caltech101')
   proc = _eval(f'--workdir={workdir}', '--benchmark=pf_pascal')
   _one_error_line(proc, 'pf_pascal needs --data_dir')
   incomplete = tmp_path / 'pf'

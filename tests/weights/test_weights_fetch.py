@@ -19,6 +19,7 @@ import pytest
 from semcorr_jax.errors import SemcorrError
 from semcorr_jax.models import resnet
 from semcorr_jax.weights import export_torchvision_resnet
+from semcorr_jax.cli import fetch_weights
 from semcorr_jax.weights import fetch
 from semcorr_jax.weights import load_backbone_weights
 from semcorr_jax.weights import read_state_dict
@@ -61,7 +62,7 @@ def test_real_models_are_torchvision_v1():
 def test_download_verify_convert(tiny_state, tmp_path, monkeypatch, capsys):
   _serve(tmp_path, monkeypatch, tiny_state)
   out = tmp_path / 'out' / 'tiny.npz'
-  assert fetch.main(['tiny', '--output', str(out), '--keep_download']) == 0
+  assert fetch_weights.main(['tiny', '--output', str(out), '--keep_download']) == 0
   assert 'wrote' in capsys.readouterr().out
   read = read_state_dict(out)
   assert read.keys() == tiny_state.keys()
@@ -117,7 +118,7 @@ def test_no_network_is_one_line_error(tmp_path, monkeypatch, capsys):
                                         'resolution'))
   monkeypatch.setattr(urllib.request, 'urlopen', offline)
   out = tmp_path / 'resnet101.npz'
-  assert fetch.main(['resnet101', '--output', str(out)]) == 1
+  assert fetch_weights.main(['resnet101', '--output', str(out)]) == 1
   err = capsys.readouterr().err
   assert 'cannot download https://download.pytorch.org/models/resnet101-' in err
   assert '--input' in err and err.count('\n') == 1
@@ -177,7 +178,7 @@ def test_unwritable_output_is_one_line_before_download(tmp_path, monkeypatch,
     args = ['--keep_download']
   before = sorted(tmp_path.rglob('*'))
   try:
-    assert fetch.main(['resnet50', '--output', str(out)] + args) == 1
+    assert fetch_weights.main(['resnet50', '--output', str(out)] + args) == 1
   finally:
     if (tmp_path / 'ro').exists():
       os.chmod(tmp_path / 'ro', 0o755)
@@ -194,7 +195,7 @@ def test_output_checked_before_reading_input(tmp_path, monkeypatch, capsys):
   (tmp_path / 'in.pth').write_bytes(b'x')
   out = tmp_path / 'out.npz'
   out.mkdir()
-  assert fetch.main(['resnet50', '--input', str(tmp_path / 'in.pth'),
+  assert fetch_weights.main(['resnet50', '--input', str(tmp_path / 'in.pth'),
                      '--output', str(out)]) == 1
   assert 'is a folder' in capsys.readouterr().err
 
@@ -207,7 +208,7 @@ def test_full_disk_while_writing_is_one_line(tiny_state, tmp_path, monkeypatch,
   def full(*args, **kwargs):
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
   monkeypatch.setattr(np, 'savez', full)
-  assert fetch.main(['tiny', '--output', str(out_dir / 'tiny.npz')]) == 1
+  assert fetch_weights.main(['tiny', '--output', str(out_dir / 'tiny.npz')]) == 1
   err = capsys.readouterr().err
   assert err.count('\n') == 1 and 'No space left' in err, err
   assert not list(out_dir.iterdir())  # Neither .part nor .npz left.
