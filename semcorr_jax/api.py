@@ -248,7 +248,9 @@ def load(workdir: str, step: int | None = None, best: bool = False
   """Loads a checkpoint of a `semcorr-train` workdir.
 
   Args:
-    workdir: the run's folder.
+    workdir: the run's folder: a local path or a URI such as
+      `gs://bucket/run` (read through `etils.epath` and Orbax;
+      docs/workdirs.md).
     step: checkpoint step; None = the latest of the folder.
     best: read `best/` (the model kept by an evaluator's `select`) instead
       of `checkpoints/`.

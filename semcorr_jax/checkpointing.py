@@ -18,6 +18,12 @@ Layout of a workdir::
 
 Everything that must survive a restart is one Orbax tree (`state`) plus a small
 JSON item, so a resumed run continues exactly where the last save left off.
+
+A workdir may be a URI (`gs://bucket/run`): every file here is read and
+written through `etils.epath` (`output_paths`), the arrays by Orbax's
+TensorStore. There Orbax writes a step under its final name and marks it
+complete with a `commit_success.txt` inside (no rename on object stores):
+a step counts as committed only with that file (`ocp.step`).
 """
 
 from __future__ import annotations
@@ -30,9 +36,7 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import orbax.checkpoint as ocp
 
 from semcorr_jax import background_noise
@@ -63,18 +67,19 @@ def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
   no config a run has used is ever lost. Writing the same config again
   changes nothing.
   """
-  os.makedirs(workdir, exist_ok=True)
+  output_paths.makedirs(workdir)
   path = os.path.join(workdir, CONFIG_FILE)
   text = config.to_json_best_effort(indent=2, sort_keys=True)
-  if os.path.isfile(path):
-    with open(path, 'rb') as f:
-      old = f.read()
+  if output_paths.as_path(path).is_file():
+    old = output_paths.as_path(path).read_bytes()
     if old == text.encode():
       return
     history = os.path.join(workdir, CONFIG_HISTORY_DIR)
-    os.makedirs(history, exist_ok=True)
-    numbers = [int(n[:-5]) for n in os.listdir(history)
-               if n.endswith('.json') and n[:-5].isdigit()]
+    output_paths.makedirs(history)
+    names = (output_paths.as_path(history).iterdir()
+             if output_paths.as_path(history).is_dir() else ())
+    numbers = [int(p.name[:-5]) for p in names
+               if p.name.endswith('.json') and p.name[:-5].isdigit()]
     kept = os.path.join(history, f'{max(numbers, default=0) + 1}.json')
     with output_paths.atomic_write(kept) as f:
       f.write(old)
@@ -84,12 +89,11 @@ def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
   path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.isfile(path):
+  if not output_paths.as_path(path).is_file():
     raise SemcorrError(f'{path} not found: is {workdir!r} a semcorr-train '
                        'workdir?')
   try:
-    with open(path) as f:
-      raw = json.load(f)
+    raw = json.loads(output_paths.as_path(path).read_text())
   except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
     raise SemcorrError(f'cannot read {path}: {e}') from e
   if not isinstance(raw, dict) or not isinstance(raw.get('method'), str):
@@ -174,14 +178,31 @@ def describe_error(e: BaseException) -> str:
 def move_step_aside(workdir: str, step: int,
                     folder: str = CHECKPOINT_DIR) -> str:
   """Moves `workdir/<folder>/<step>` to `workdir/corrupt_checkpoints/<step>`
-  (`<step>_<k>` when taken); returns the new path."""
+  (`<step>_<k>` when taken); returns the new path. On an object store
+  the move is a copy of every object, then their deletion."""
   target_dir = os.path.join(workdir, CORRUPT_DIR)
-  os.makedirs(target_dir, exist_ok=True)
+  output_paths.makedirs(target_dir)
   target, k = os.path.join(target_dir, str(step)), 1
-  while os.path.exists(target):
+  while output_paths.as_path(target).exists():
     target, k = os.path.join(target_dir, f'{step}_{k}'), k + 1
-  os.replace(os.path.join(workdir, folder, str(step)), target)
+  source = os.path.join(workdir, folder, str(step))
+  if output_paths.is_remote(source):
+    output_paths.as_path(source).rename(output_paths.as_path(target))
+  else:
+    os.replace(source, target)
   return target
+
+
+def committed_steps(directory: str) -> list[int]:
+  """The steps in a checkpoint folder whose save is complete, read from
+  disk: Orbax renames a save's temporary folder to the step when it is
+  done; on an object store it writes `commit_success.txt` into the step's
+  folder instead (`ocp.step.checkpoint_steps`)."""
+  if output_paths.is_remote(directory):
+    return sorted(ocp.step.checkpoint_steps(directory))
+  if not os.path.isdir(directory):
+    return []
+  return sorted(int(n) for n in os.listdir(directory) if n.isdigit())
 
 
 class Checkpointer:
@@ -196,7 +217,7 @@ class Checkpointer:
   def __init__(self, workdir: str, max_to_keep: int | None = 3,
                folder: str = CHECKPOINT_DIR, best_metric: str | None = None,
                read_only: bool = False):
-    self.directory = os.path.abspath(os.path.join(workdir, folder))
+    self.directory = output_paths.absolute(os.path.join(workdir, folder))
     background_noise.drop_failed_io_noise()
     self._in_flight = None  # the step of a save not yet checked
     self.last_committed = None  # the last save of this object known done
@@ -231,6 +252,12 @@ class Checkpointer:
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
+
+  def reached_preemption(self, step: int) -> bool:
+    """Whether all processes reached the step JAX's preemption service
+    chose after a SIGTERM (`jax.distributed` runs; else False). Call it
+    at every step on every process."""
+    return self.manager.reached_preemption(step)
 
   def all_steps(self) -> list[int]:
     return list(self.manager.all_steps())
@@ -319,18 +346,28 @@ class Checkpointer:
         f'{"; ".join(m for _, m in damaged)}') from last_error
 
   def committed_steps(self) -> list[int]:
-    """Steps whose folder is complete, read from disk (Orbax renames a
-    save's temporary folder to the step when it is done)."""
-    if not os.path.isdir(self.directory):
-      return []
-    return sorted(int(n) for n in os.listdir(self.directory) if n.isdigit())
+    """Steps whose folder is complete, read from disk (`committed_steps`)."""
+    return committed_steps(self.directory)
 
   def remove_unfinished(self, attempts: int = 20) -> None:
     """Removes the temporary folders of saves that did not finish.
 
     TensorStore writes still pending when a save failed may create folders
     again for a moment: removal is retried until none is left (0.1 s apart).
+    On an object store these are the step folders without
+    `commit_success.txt` (`ocp.step.all_temporary_paths`).
     """
+    if output_paths.is_remote(self.directory):
+      for _ in range(attempts):
+        if not output_paths.as_path(self.directory).is_dir():
+          return
+        left = [t.get() for t in ocp.step.all_temporary_paths(self.directory)]
+        if not left:
+          return
+        for path in left:
+          path.rmtree(missing_ok=True)
+        time.sleep(0.1)
+      return
     for _ in range(attempts):
       if not os.path.isdir(self.directory):
         return
@@ -382,7 +419,7 @@ class Checkpointer:
     if self._in_flight is None or self.manager.is_saving_in_progress():
       return
     step, self._in_flight = self._in_flight, None
-    if not os.path.isdir(os.path.join(self.directory, str(step))):
+    if step not in self.committed_steps():
       self.manager.wait_until_finished()  # raises the save's error
     self.manager.check_for_errors()
     self.last_committed = step

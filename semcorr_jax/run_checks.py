@@ -14,6 +14,7 @@ from typing import Any, Callable
 import ml_collections
 
 from semcorr_jax import checkpointing
+from semcorr_jax import output_paths
 from semcorr_jax.errors import SemcorrError
 
 
@@ -78,11 +79,10 @@ def check_same_method(config: ml_collections.ConfigDict, workdir: str) -> None:
       read: then nothing in the workdir is touched either).
   """
   path = os.path.join(workdir, checkpointing.CONFIG_FILE)
-  if not os.path.isfile(path):
+  if not output_paths.as_path(path).is_file():
     return
   try:
-    with open(path) as f:
-      old = json.load(f)
+    old = json.loads(output_paths.as_path(path).read_text())
   except (OSError, ValueError) as e:
     raise SemcorrError(
         f'{path} cannot be read ({type(e).__name__}); the workdir is left '

@@ -17,6 +17,7 @@ import ml_collections
 
 from semcorr_jax import checkpointing
 from semcorr_jax import methods
+from semcorr_jax import output_paths
 from semcorr_jax import parallel
 from semcorr_jax import workdirs
 from semcorr_jax.data import pipeline
@@ -106,7 +107,7 @@ def restore_or_init(method, config, mesh, init_rng, workdir):
   """
   folder = os.path.join(workdir, checkpointing.CHECKPOINT_DIR)
   reader = None
-  if os.path.isdir(folder):
+  if output_paths.as_path(folder).is_dir():
     reader = checkpointing.Checkpointer(workdir, read_only=True)
   if reader is None or not reader.all_steps():
     if reader is not None:

@@ -9,8 +9,16 @@ run that finds the record of a process that is gone reports the stale lock
 and takes it over. The file is removed when the lock is released, so a run
 refused before its first step leaves the workdir as it was.
 
-Only process 0 of a multi-host job takes the lock. Workdirs on object
-stores (`gs://...`) cannot be flocked and are not locked.
+Only process 0 of a multi-host job takes the lock.
+
+Workdirs on object stores (`gs://...`) cannot be locked: there is no
+`flock`, nothing releases an object when its writer dies, and writing a
+record is not an atomic test-and-set through `etils.epath`. There the lock
+is a record only: the run writes `.lock` with who it is and removes it
+when it ends. A run that finds another run's record cannot tell whether
+that run is alive (a preempted run leaves its record behind), so it warns,
+naming it, and goes on: the record catches the common mistake of starting
+a second run on a workdir that is in use, but it excludes nothing.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import socket
 import sys
 import time
 
+from semcorr_jax import output_paths
 from semcorr_jax.errors import SemcorrError
 
 LOCK_FILE = '.lock'
@@ -67,11 +76,45 @@ class WorkdirLock:
     self.path = os.path.join(workdir, LOCK_FILE)
     self.stream = stream
     self._fd = None
+    self._record = None  # what this run wrote in a remote workdir's `.lock`
     self.stale = None  # the record of a dead holder this lock replaced
 
+  def _acquire_record(self) -> 'WorkdirLock':
+    """A remote workdir: replaces `.lock` by this run's record, warning
+    about the record of another run found there."""
+    lock = output_paths.as_path(self.path)
+    try:
+      previous = json.loads(lock.read_text())
+    except FileNotFoundError:
+      previous = {}
+    except ValueError:  # JSON or UnicodeDecodeError: a damaged record
+      previous = {'pid': '?'}
+    if isinstance(previous, dict) and previous.get('pid'):
+      self.stale = previous
+      print(f'warning: {self.path} names {describe_holder(previous)} as the '
+            'run writing this workdir; object stores cannot be locked, so '
+            'whether it still runs is unknown (a preempted run leaves its '
+            'record): if it does, stop one of them', file=self.stream or
+            sys.stderr, flush=True)
+    self._record = json.dumps({'pid': os.getpid(),
+                               'host': socket.gethostname(),
+                               'started': time.time()})
+    with output_paths.atomic_write(self.path, 'w') as f:
+      f.write(self._record)
+    return self
+
+  def _release_record(self) -> None:
+    """Removes `.lock` if it still holds this run's record."""
+    lock, self._record = output_paths.as_path(self.path), self._record
+    try:
+      if lock.read_text() == self._record:
+        lock.unlink()
+    except FileNotFoundError:
+      pass
+
   def acquire(self) -> 'WorkdirLock':
-    if '://' in self.workdir:
-      return self
+    if output_paths.is_remote(self.workdir):
+      return self._acquire_record()
     os.makedirs(self.workdir, exist_ok=True)
     while True:
       fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -116,6 +159,8 @@ class WorkdirLock:
     return self
 
   def release(self) -> None:
+    if self._record is not None:
+      self._release_record()
     if self._fd is None:
       return
     try:

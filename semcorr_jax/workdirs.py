@@ -9,6 +9,9 @@ Used by the API and CLIs (inference, evaluation) and by the trainer's
 * older ones, whose optimiser state or state class differ: the saved tree is
   read as is and its `params` / `model_state` are taken, if they match the
   model of the config (else one error saying what to do).
+
+A workdir is a local folder or a URI (`gs://bucket/run`), read through
+`etils.epath` and Orbax alike.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import ml_collections
 
 from semcorr_jax import checkpointing
 from semcorr_jax import methods
+from semcorr_jax import output_paths
 from semcorr_jax.errors import CheckpointMismatchError
 from semcorr_jax.errors import SemcorrError
 
@@ -136,7 +140,7 @@ def restore(workdir: str, step: int | None = None, *,
   """
   config = load_config(workdir)
   ckpt_dir = os.path.join(workdir, folder)
-  if not os.path.isdir(ckpt_dir):
+  if not output_paths.as_path(ckpt_dir).is_dir():
     raise SemcorrError(f'no checkpoints in {ckpt_dir!r}: train first with '
                        f'semcorr-train --workdir={workdir}')
   method = methods.get(config.method)(config, total_steps=1)

@@ -126,11 +126,12 @@ def match_files(workdir: str, source: str, target: str, output: str,
   if points_s is not None:
     api.check_points(points_s, f'keypoints {image_files.shown(keypoints)}',
                      src.shape[:2])
-  out_dir = os.path.dirname(os.path.abspath(output))
+  out_dir = os.path.dirname(output_checks.absolute(output))
   check_outputs(output, points_s is not None)
-  if not os.path.isdir(workdir or ''):
+  if not workdir or not output_checks.as_path(workdir).is_dir():
     raise SemcorrError(f'workdir {workdir!r}: no such folder')
-  if not os.path.isfile(os.path.join(workdir, 'config.json')):
+  config_json = output_checks.as_path(os.path.join(workdir, 'config.json'))
+  if not config_json.is_file():
     raise SemcorrError(f'{os.path.join(workdir, "config.json")} not found: is '
                        f'{workdir!r} a semcorr-train workdir?')
 
@@ -144,7 +145,7 @@ def match_files(workdir: str, source: str, target: str, output: str,
   drawn_t = kp.transfer_keypoints(result['mapping_st'], drawn_s)
 
   paths = output_paths(output, matcher.flows)
-  os.makedirs(out_dir, exist_ok=True)
+  output_checks.makedirs(out_dir)
   visualize.draw_flows(  # atomic write
       paths['png'], src, tgt, matcher.flows, result, points_s=drawn_s,
       points_t=drawn_t, title=_title(source, target, matcher.step))

@@ -13,6 +13,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from semcorr_jax import output_paths
 from semcorr_jax import outputs
 from semcorr_jax.errors import SemcorrError
 from semcorr_jax.evaluation import predict
@@ -208,7 +209,8 @@ class Evaluator(abc.ABC):
   def read_untrained(self, workdir: str) -> dict[str, Any] | None:
     """The results `write_untrained` wrote (NaN restored), or None."""
     stem = f'{self.name}_untrained'
-    if not os.path.exists(os.path.join(workdir, 'eval', f'{stem}.json')):
+    if not output_paths.as_path(
+        os.path.join(workdir, 'eval', f'{stem}.json')).exists():
       return None
     return reports.read_eval(workdir, stem)
 

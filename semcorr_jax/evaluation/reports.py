@@ -19,6 +19,7 @@ import io
 import json
 import math
 import os
+import tempfile
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -157,8 +158,7 @@ def read_eval(workdir: str, name: str) -> dict[str, Any]:
   """
   path = os.path.join(workdir, 'eval', f'{name}.json')
   try:
-    with open(path) as f:
-      raw = json.load(f)
+    raw = json.loads(output_paths.as_path(path).read_text())
   except FileNotFoundError as e:
     raise SemcorrError(f'{path} not found: run semcorr-eval first') from e
   except (OSError, json.JSONDecodeError) as e:
@@ -184,7 +184,7 @@ def write_eval(workdir: str, name: str, results: Mapping[str, Any]
     (json_path, markdown_path).
   """
   out_dir = os.path.join(workdir, 'eval')
-  os.makedirs(out_dir, exist_ok=True)
+  output_paths.makedirs(out_dir)
   json_path = os.path.join(out_dir, f'{name}.json')
   md_path = os.path.join(out_dir, f'{name}.md')
   write_all([(json_path, lambda p: write_json(p, results, atomic=False)),
@@ -200,6 +200,9 @@ temporary_path = output_paths.temporary_path
 def write_text(path: str, text: str, atomic: bool = True) -> str:
   """Writes `text` to `path`; atomically (temporary file + rename) unless
   the caller renames it itself (`atomic=False`)."""
+  if not atomic and output_paths.is_remote(path):
+    output_paths.as_path(path).write_bytes(text.encode('utf-8'))
+    return path
   if not atomic:
     with open(path, 'w', newline='') as f:
       f.write(text)
@@ -227,22 +230,42 @@ def write_all(writers: Sequence[tuple[str, Callable[[str], Any]]]
   Each `(path, write)` pair's `write(tmp_path)` writes the file's content to
   a temporary path (`temporary_path`); only once every one has succeeded are
   they renamed to their paths. A failure removes the temporary files and
-  leaves the old files as they were.
+  leaves the old files as they were. Object stores have no rename (a copy
+  and a delete): files bound there are written to a local temporary
+  folder, then each is uploaded whole. A failure while writing still
+  leaves every old file, but the uploads replace one file after another.
 
   Returns:
     The paths, in order.
   """
+  if any(output_paths.is_remote(path) for path, _ in writers):
+    return _write_all_remote(writers)
   tmp = [temporary_path(path) for path, _ in writers]
   try:
     for (path, write), t in zip(writers, tmp):
-      os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+      output_paths.makedirs(os.path.dirname(output_paths.absolute(path)))
       write(t)
     for (path, _), t in zip(writers, tmp):
-      os.replace(t, path)
+      output_paths.replace(t, path)
   finally:
     for t in tmp:
-      if os.path.exists(t):
-        os.remove(t)
+      if output_paths.as_path(t).exists():
+        output_paths.remove(t)
+  return [path for path, _ in writers]
+
+
+def _write_all_remote(writers: Sequence[tuple[str, Callable[[str], Any]]]
+                      ) -> list[str]:
+  """`write_all` for files on an object store: staged locally, then
+  uploaded (one all-or-nothing upload each)."""
+  with tempfile.TemporaryDirectory(prefix='semcorr_upload_') as local:
+    staged = [os.path.join(local, f'{i}_{os.path.basename(path)}')
+              for i, (path, _) in enumerate(writers)]
+    for (_, write), t in zip(writers, staged):
+      write(t)
+    for (path, _), t in zip(writers, staged):
+      with open(t, 'rb') as f:
+        output_paths.as_path(path).write_bytes(f.read())
   return [path for path, _ in writers]
 
 

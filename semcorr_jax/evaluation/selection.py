@@ -19,6 +19,7 @@ import math
 import os
 from typing import Any, Mapping
 
+from semcorr_jax import output_paths
 from semcorr_jax.errors import SemcorrError
 from semcorr_jax.evaluation import reports
 
@@ -50,10 +51,10 @@ def record(workdir: str, step: int, value: float, *, metric: str,
   """
   file = path(workdir)
   data = {**dict(about or {}), 'metric': metric, 'history': []}
-  if os.path.exists(file):
+  if output_paths.as_path(file).exists():
     try:
-      with open(file) as f:
-        data['history'] = json.load(f).get('history', [])
+      data['history'] = json.loads(
+          output_paths.as_path(file).read_text()).get('history', [])
     except (OSError, ValueError) as e:
       raise SemcorrError(f'cannot read {file}: {e}') from e
   # NaN is stored as null.
@@ -67,6 +68,6 @@ def record(workdir: str, step: int, value: float, *, metric: str,
   data.update(history=history,
               best_step=best['step'] if best else None,
               best_value=best['value'] if best else None)
-  os.makedirs(os.path.dirname(file), exist_ok=True)
+  output_paths.makedirs(os.path.dirname(file))
   reports.write_json(file, data)
   return data

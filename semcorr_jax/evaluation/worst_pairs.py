@@ -243,7 +243,7 @@ def draw_worst_pairs(path: str, rows: Sequence[Mapping], title: str = '',
                         hspace=0.35)
   if title:
     fig.suptitle(title, fontsize=8)
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  output_paths.makedirs(os.path.dirname(output_paths.absolute(path)))
   with output_paths.atomic_write(path) as f:
     fig.savefig(f, format='png', dpi=WORST_DPI)
   return path
