@@ -103,6 +103,7 @@ def get_config(variant: str = 'quick') -> ml_collections.ConfigDict:
   c.log_every = 50
   c.checkpoint_every = 500
   c.keep_checkpoints = 3
+  c.update(config_blocks.trainer_tools())
 
   c.evals = ml_collections.ConfigDict(dict(
       synthetic=config_blocks.synthetic_eval()))

@@ -171,21 +171,48 @@ def init_from(**overrides) -> ml_collections.ConfigDict:
   ), overrides)
 
 
+def trainer_tools(**overrides) -> ml_collections.ConfigDict:
+  """The trainer's optional tools (semcorr_jax/train_hooks.py), top-level
+  fields of a config: `c.update(config_blocks.trainer_tools())`.
+
+  A config without them trains with the defaults (both off).
+
+  Fields:
+    image_every: steps between TensorBoard pictures of the model's matches
+      on a fixed held-out batch; 0 = none, e.g.
+      `--config.image_every=500`.
+    profile_steps: steps traced by `jax.profiler` once the first step has
+      finished (into workdir/tensorboard/plugins/profile/); 0 = none.
+
+  Args:
+    **overrides: fields' values.
+  """
+  return _section('trainer_tools', dict(
+      image_every=0,
+      profile_steps=0,
+  ), overrides)
+
+
 def pair_data(image_size: tuple[int, int], scene_size: tuple[int, int],
               **overrides) -> ml_collections.ConfigDict:
   """The training pairs (semcorr_jax/data/pipeline.py documents each field).
 
   By default synthetic pairs of the embedded scenes under affine warps
   theta = I + N(0, 0.15^2), no TPS, no occluders; `source` 'voc2012' warps
-  VOC 2012 images the same way, a real-pair source ('pf_pascal',
-  'spair71k') reads annotated pairs instead.
+  VOC 2012 images the same way, 'folder' the user's own images, a
+  real-pair source ('pf_pascal', 'spair71k') reads annotated pairs instead.
 
   Fields:
-    source: 'embedded' | 'voc2012' | 'pf_pascal' | 'spair71k'.
+    source: 'embedded' | 'voc2012' | 'folder' | 'pf_pascal' | 'spair71k'.
+    folder, heldout_folder: 'folder': the training images (masks
+      optional) and the held-out ones (None: the training images under
+      held-out warps); placeholders, e.g.
+      `--config.data.folder=~/my_images`.
     image_size: the model input (H, W).
     num_scenes, heldout_scenes: training and held-out scenes (512, 64).
     scene_size, scene_seed: the size (H, W) and seed of the embedded
-      scenes the pairs are warped from.
+      scenes the pairs are warped from ('folder': the size its images are
+      loaded at).
     warp: 'affine' | 'tps' | 'mixed'; affine_std (0.15), tps_std (0.4),
       tps_prob (0.0), flip_prob (0.5), color_jitter (0.1).
     occluders: most occluding objects per view; 0 = none.
@@ -201,6 +228,8 @@ def pair_data(image_size: tuple[int, int], scene_size: tuple[int, int],
   """
   return _section('pair_data', dict(
       source='embedded',
+      folder=config_dict.placeholder(str),
+      heldout_folder=config_dict.placeholder(str),
       image_size=image_size,
       num_scenes=512,
       heldout_scenes=64,

@@ -5,12 +5,17 @@ Every device of every host holds a shard of the global batch along a single
 step sees global arrays, so gradient means and BatchNorm statistics cover the
 global batch without explicit collectives. Each host reads a disjoint slice of
 the data and the slices are assembled with `make_array_from_process_local_data`.
+
+The mesh comes from `jax.make_mesh`, which orders the devices for the
+interconnect (a ring on TPU); it does not span several TPU slices (that
+would need `mesh_utils.create_hybrid_device_mesh`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import chex
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -20,11 +25,12 @@ DATA_AXIS = 'data'
 
 def make_mesh(devices: list[jax.Device] | None = None) -> Mesh:
   """A 1-D `'data'` mesh over `devices` (default: all devices of all hosts)."""
-  devices = jax.devices() if devices is None else devices
-  # Auto axis type: works on jax 0.10-0.12 with libraries that do not yet
-  # understand explicit sharding types (stack-facts.md).
-  return Mesh(np.asarray(devices), (DATA_AXIS,),
-              axis_types=(jax.sharding.AxisType.Auto,))
+  devices = jax.devices() if devices is None else list(devices)
+  # Auto axis type: `jax.make_mesh` defaults to Explicit, which some optax
+  # losses reject on jax 0.12 (stack-facts.md); Auto works on 0.10-0.12.
+  return jax.make_mesh((len(devices),), (DATA_AXIS,),
+                       axis_types=(jax.sharding.AxisType.Auto,),
+                       devices=devices)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -47,7 +53,17 @@ def check_batch_size(global_batch_size: int, mesh: Mesh) -> int:
 
 def host_to_global(local_batch: dict[str, np.ndarray], mesh: Mesh
                    ) -> dict[str, jax.Array]:
-  """Assembles per-host batches into global arrays sharded over `'data'`."""
+  """Assembles per-host batches into global arrays sharded over `'data'`.
+
+  Args:
+    local_batch: this host's arrays, each (B_local, ...) with the same
+      B_local (checked on the host, outside any trace).
+    mesh: the `'data'` mesh.
+
+  Returns:
+    The global arrays, (B_local * process_count, ...).
+  """
+  chex.assert_equal_shape_prefix(jax.tree.leaves(local_batch), 1)
   sharding = data_sharded(mesh)
   return jax.tree.map(
       lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)),

@@ -6,7 +6,11 @@ automatic resume from `workdir`, metrics to `metrics.jsonl` and TensorBoard, a
 progress line, the evaluators of `config.evals`, model selection by the one
 evaluator with a `select` metric (best checkpoint kept in `workdir/best/`),
 and a guard that stops on a non-finite loss without overwriting the last good
-checkpoint.
+checkpoint. `train_hooks` adds pictures of matches (`config.image_every`), a
+profiler trace (`config.profile_steps`) and a clean stop on SIGTERM or a
+multi-host preemption notice: the step reached is saved, the run returns
+`{'step': ..., 'evals': {}, 'preempted': True}`, and the same command
+resumes from that step.
 
 It knows no method and no evaluator by name: it reads what the method
 declares (`batch_keys`, `flows`, parameter groups through its optimiser) and
@@ -29,16 +33,17 @@ import jax
 from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from semcorr_jax import background_noise
 from semcorr_jax import checkpointing
 from semcorr_jax import methods
 from semcorr_jax import metric_writers
+from semcorr_jax import output_paths
 from semcorr_jax import parallel
 from semcorr_jax import run_checks
 from semcorr_jax import run_evaluations
 from semcorr_jax import starting_state
+from semcorr_jax import train_hooks
 from semcorr_jax import workdir_lock
 from semcorr_jax.data import pipeline
 from semcorr_jax.errors import NonFiniteLossError
@@ -115,9 +120,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     'untrained': results or None}}}.
   """
   run_checks.check_config_values(config)
-  workdir = os.path.abspath(workdir)
-  created = not os.path.exists(workdir)
-  was_empty = created or (os.path.isdir(workdir) and not os.listdir(workdir))
+  train_hooks.check_config(config)
+  workdir = output_paths.absolute(workdir)  # or a URI
+  root = output_paths.as_path(workdir)
+  created = not root.exists()
+  was_empty = created or (root.is_dir() and not any(root.iterdir()))
   lock, remove_folder = None, False
   if jax.process_index() == 0:
     lock = workdir_lock.WorkdirLock(workdir).acquire()
@@ -131,20 +138,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   finally:
     if lock is not None:
       lock.release()
-    if remove_folder and os.path.isdir(workdir) and not os.listdir(workdir):
+    if (remove_folder and not output_paths.is_remote(workdir) and
+        os.path.isdir(workdir) and not os.listdir(workdir)):
       os.rmdir(workdir)
 
 
 def _committed_steps(workdir: str) -> list[int]:
-  folder = os.path.join(workdir, checkpointing.CHECKPOINT_DIR)
-  if not os.path.isdir(folder):
-    return []
-  return [int(n) for n in os.listdir(folder) if n.isdigit()]
+  return checkpointing.committed_steps(
+      os.path.join(workdir, checkpointing.CHECKPOINT_DIR))
 
 
 def _empty_folder(folder: str, keep: str) -> None:
   """Removes what a failed first start wrote (all of it: the folder was
-  empty), except the lock file `keep`."""
+  empty), except the lock file `keep`. (An object store's folder goes
+  with its last object.)"""
+  if output_paths.is_remote(folder):
+    for path in output_paths.as_path(folder).iterdir():
+      if os.fspath(path) == keep:
+        continue
+      if path.is_dir():
+        path.rmtree()
+      else:
+        path.unlink()
+    return
   for name in os.listdir(folder):
     path = os.path.join(folder, name)
     if path == keep:
@@ -236,15 +252,20 @@ def _train_and_evaluate(config, workdir):
   writer = metric_writers.MetricWriter(
       workdir, resume_step=start_step if start_step else None)
   evaluations.writer = writer
+  if not start_step:
+    writer.write_hparams(config.to_dict())
+  hooks = train_hooks.Hooks(config, method, writer, ckpt.reached_preemption,
+                            workdir, start_step, total_steps)
   try:
     with background_noise.orbax_errors_raised_not_logged():
       results = _loop(config, workdir, method, mesh, state, start_step,
                       total_steps, first, batches, train_step,
-                      (init_rng, step_rng), ckpt, writer, evaluations)
+                      (init_rng, step_rng), ckpt, writer, evaluations, hooks)
   except BaseException:
     ckpt.abandon()
     raise
   finally:
+    hooks.close()
     writer.close()
     evaluations.close()
   ckpt.close()
@@ -252,9 +273,10 @@ def _train_and_evaluate(config, workdir):
 
 
 def _loop(config, workdir, method, mesh, state, start_step, total_steps,
-          first, batches, train_step, rngs, ckpt, writer, evaluations):
+          first, batches, train_step, rngs, ckpt, writer, evaluations, hooks):
   """The training loop, periodic evaluations and checkpoints, the final
-  evaluation. `first` is the first batch (already on the mesh)."""
+  evaluation. `first` is the first batch (already on the mesh); `hooks`
+  (`train_hooks.Hooks`) measure, draw, profile and stop on preemption."""
   init_rng, step_rng = rngs
   # The untrained model (same init, pretrained weights and init_from) is the
   # baseline every result is printed beside: same-image warps are easy.
@@ -262,12 +284,12 @@ def _loop(config, workdir, method, mesh, state, start_step, total_steps,
       lambda: state if start_step == 0 else
       starting_state.initial_state(method, config, mesh, init_rng)[0])
 
-  progress = metric_writers.Progress(total_steps, config.batch_size)
   pending, finite = [], jnp.asarray(True)
   last_good = start_step
   # A new run's config is written now; one that replaces the config of a
   # run there waits for its first complete checkpoint (`_check_saves`).
-  replaces = os.path.exists(os.path.join(workdir, checkpointing.CONFIG_FILE))
+  replaces = output_paths.as_path(
+      os.path.join(workdir, checkpointing.CONFIG_FILE)).exists()
   if not replaces and jax.process_index() == 0:
     checkpointing.save_config(workdir, config)
   config_saved = not replaces
@@ -286,7 +308,8 @@ def _loop(config, workdir, method, mesh, state, start_step, total_steps,
           f'{ckpt.directory} is kept. Lower the learning rate or check the '
           'data.')
 
-  step = start_step
+  step, stop = start_step, False
+  hooks.start()
   for step in range(start_step + 1, total_steps + 1):
     if first is not None:
       batch, first = first, None
@@ -302,30 +325,38 @@ def _loop(config, workdir, method, mesh, state, start_step, total_steps,
                                 workdir, config)
     if step == start_step + 1:
       jax.block_until_ready(state)  # exclude the first step from the rates
-      progress.mark_start(step)
-    if step % config.log_every == 0 or step == total_steps:
+    rates = hooks.progress(step)
+    hooks.trace(step, state)
+    # A stop (SIGTERM, preemption) logs and saves this step, nothing else.
+    stop = hooks.preemption.reached(step)
+    if step % config.log_every == 0 or step == total_steps or stop:
       check_finite(step)
       means = parallel.to_host(jax.tree.map(
           lambda *x: jnp.mean(jnp.stack(x)), *pending))
       pending = []
       scalars = {k: float(v) for k, v in means.items()}
-      rate = progress.rate(step)
-      if np.isfinite(rate):
-        scalars['steps_per_sec'] = rate
-        scalars['pairs_per_sec'] = rate * config.batch_size
+      scalars.update(rates)
       writer.write(step, scalars)
-      progress.report(step, {'loss': scalars['loss']})
+      hooks.progress.report(step, {'loss': scalars['loss'], **rates})
+    if not stop:
+      hooks.images(step, state)
     # Evaluations before the checkpoint of the same step: a run killed
     # while evaluating resumes before that step and evaluates it again.
-    if step != total_steps:
+    if step != total_steps and not stop:
       evaluations.periodic(step, state, meta(step))
-    if step % config.checkpoint_every == 0 or step == total_steps:
+    if step % config.checkpoint_every == 0 or step == total_steps or stop:
       check_finite(step)
       last_good = step
+      writer.flush()  # a remote metrics.jsonl: records first (metric_writers)
       try:
         ckpt.save(step, state, meta(step))
       except Exception as e:  # pylint: disable=broad-except
         raise _save_failed(ckpt, e) from e
+    if stop:
+      break
 
   _check_saves(ckpt, ckpt.wait, config_saved, workdir, config)
+  hooks.close()  # saves are done: SIGTERM ends the final evaluation at once
+  if stop:
+    return hooks.stopped(step, ckpt.directory)
   return {'step': step, 'evals': evaluations.final(step, state, meta(step))}

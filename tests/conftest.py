@@ -1,13 +1,35 @@
-"""Test set-up: 8 simulated CPU devices, quiet TensorFlow, TF off accelerators."""
+"""Test set-up: 8 simulated CPU devices, quiet TensorFlow, TF off accelerators.
+
+`chex.set_n_cpu_devices(8)` works by setting
+`--xla_force_host_platform_device_count=8` in `XLA_FLAGS` (before any JAX
+backend starts, keeping the other flags there), so subprocesses (CLI tests)
+see 8 devices too unless their test sets its own `XLA_FLAGS`.
+"""
 
 import os
 
-os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 # Compilation dominates the tiny test models; XLA's optimisation passes cost
 # ~3x in compile time and buy nothing at these sizes. Set through the
-# environment so subprocesses (CLI tests) inherit it.
+# environment (before JAX is imported: it reads them then) so subprocesses
+# (CLI tests) inherit it.
 os.environ.setdefault('JAX_DISABLE_MOST_OPTIMIZATIONS', '1')
+# Many tests start training subprocesses of the same tiny configs (kill and
+# resume, CLIs); JAX's persistent compilation cache lets every process after
+# the first load the compiled steps instead of compiling them again (about
+# half of such a process's time on 2 cores). A size limit turns on the
+# cache's file lock, which the two pytest-xdist workers need to share it.
+os.environ.setdefault(
+    'JAX_COMPILATION_CACHE_DIR',
+    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                 '.pytest_cache', 'jax_compilation_cache'))
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
+os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
+os.environ.setdefault('JAX_COMPILATION_CACHE_MAX_SIZE', str(4 << 30))
+
+import chex  # noqa: E402  pylint: disable=g-import-not-at-top
+
+chex.set_n_cpu_devices(8)
 
 import jax  # noqa: E402  pylint: disable=g-import-not-at-top
 

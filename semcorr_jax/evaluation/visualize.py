@@ -19,10 +19,13 @@ import dataclasses
 import os
 from typing import Mapping, Sequence
 
+import chex
+import jax
 from matplotlib.figure import Figure
 import numpy as np
 from PIL import Image
 
+from semcorr_jax import geometry
 from semcorr_jax import output_paths
 from semcorr_jax import outputs
 from semcorr_jax.evaluation import keypoints as kp
@@ -38,11 +41,19 @@ def to_float_image(image: np.ndarray) -> np.ndarray:
   return np.clip(image.astype(np.float32), 0.0, 1.0)
 
 
+_warp = jax.jit(geometry.warp)
+
+
 def warp_image(image_b: np.ndarray, mapping_ab: np.ndarray) -> np.ndarray:
   """Image b seen in a's frame: b sampled at `mapping_ab` (bilinear).
 
-  Numpy twin of `geometry.warp(..., padding_mode='zeros')`: each of the four
-  neighbours that falls outside b contributes 0.
+  Drawn with `geometry.warp(..., padding_mode='zeros')`, the sampler the
+  models and the losses use, so a picture shows exactly what the model's
+  own warp gives (pixel centres at integers, each of the four neighbours
+  that falls outside b contributes 0) rather than a second implementation
+  of the convention. Jitted: about 0.2 s to compile for each new pair of
+  sizes on a CPU (then cached), where running it op by op costs about 1 s
+  per new size. Mappings that are NaN (no match) read 0.
 
   Args:
     image_b: (H_b, W_b, C) image (uint8 or float in [0, 1]).
@@ -52,21 +63,12 @@ def warp_image(image_b: np.ndarray, mapping_ab: np.ndarray) -> np.ndarray:
     (H_a, W_a, C) float32.
   """
   image_b = to_float_image(image_b)
-  hb, wb = image_b.shape[:2]
-  mapping_ab = np.asarray(mapping_ab, np.float64)
-  x = np.nan_to_num(mapping_ab[..., 0], nan=-2.0)
-  y = np.nan_to_num(mapping_ab[..., 1], nan=-2.0)
-  x0, y0 = np.floor(x), np.floor(y)
-  out = np.zeros(mapping_ab.shape[:2] + image_b.shape[2:], np.float64)
-  for dx in (0, 1):
-    for dy in (0, 1):
-      xi, yi = x0 + dx, y0 + dy
-      weight = (1 - np.abs(x - xi)) * (1 - np.abs(y - yi))
-      inside = (xi >= 0) & (xi <= wb - 1) & (yi >= 0) & (yi <= hb - 1)
-      xc = np.clip(xi, 0, wb - 1).astype(np.int64)
-      yc = np.clip(yi, 0, hb - 1).astype(np.int64)
-      out += (np.where(inside, weight, 0.0)[..., None] * image_b[yc, xc])
-  return out.astype(np.float32)
+  mapping_ab = np.asarray(mapping_ab, np.float32)
+  chex.assert_rank(image_b, 3)
+  chex.assert_shape(mapping_ab, (None, None, 2))
+  # Outside the image (and finite, so that no index is undefined).
+  mapping_ab = np.nan_to_num(mapping_ab, nan=-2.0, posinf=-2.0, neginf=-2.0)
+  return np.asarray(_warp(image_b[None], mapping_ab[None])[0], np.float32)
 
 
 def flow_of(mapping_ab: np.ndarray) -> np.ndarray:
@@ -102,7 +104,7 @@ def _scatter(ax, points, colors, marker='o', size=14):
 
 def _save(fig: Figure, path: str, dpi: int) -> str:
   """Writes the figure atomically (a crash never leaves half a PNG)."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  output_paths.makedirs(os.path.dirname(output_paths.absolute(path)))
   with output_paths.atomic_write(path) as f:
     fig.savefig(f, format='png', dpi=dpi, bbox_inches='tight')
   return path
@@ -456,7 +458,7 @@ def save_image(path: str, image: np.ndarray) -> str:
   image = np.asarray(image)
   if image.dtype != np.uint8:
     image = np.round(to_float_image(image) * 255).astype(np.uint8)
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  output_paths.makedirs(os.path.dirname(output_paths.absolute(path)))
   with output_paths.atomic_write(path) as f:
     Image.fromarray(image).save(f, format='PNG')
   return path

@@ -15,6 +15,7 @@ from semcorr_jax.weights.efficientnet_lite import read_lite0_state_dict
 from semcorr_jax.weights.sfnet_release import import_sfnet_release
 from semcorr_jax.weights.state_dict import read_state_dict
 from semcorr_jax.weights.state_dict import save_npz
+from semcorr_jax.weights.state_dict import save_safetensors
 from semcorr_jax.weights.state_dict import save_torch_file
 from semcorr_jax.weights.torch_pickle import read_torch_file
 from semcorr_jax.weights.torchvision_resnet import absent_layer_patterns
@@ -39,6 +40,7 @@ __all__ = [
     'read_state_dict',
     'read_torch_file',
     'save_npz',
+    'save_safetensors',
     'save_torch_file',
     'torch_key',
 ]

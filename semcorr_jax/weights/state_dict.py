@@ -12,14 +12,28 @@ Formats by suffix:
   result does not depend on whether torch is installed. Checkpoints that
   wrap the weights ({'state_dict': ...} or {'model': ...}) are unwrapped.
 
-`save_torch_file` writes a zip-format `.pth` that `torch.load` reads (also
-with weights_only=True). To get torchvision's ImageNet ResNet as `.npz`:
+Writers: `save_safetensors` (`safetensors.numpy`; the format to export
+weights in: a flat `{name: array}` that any framework reads without
+unpickling), `save_npz`, and `save_torch_file`, a zip-format `.pth` that
+`torch.load` reads (also with weights_only=True).
+
+`save_torch_file` emits the pickle opcodes itself (pickling references to
+`torch._utils` with the `pickle` module would need torch importable). It
+stays, although safetensors covers plain weights, because the importers of
+the official releases (`sfnet_release`, `ncnet_release`, `cats_release`)
+read whole `torch.save` training checkpoints: nested dicts, optimiser
+states, `argparse.Namespace`, `collections.Counter`, numpy scalars.
+safetensors holds only a flat mapping of tensors, so the tests build those
+release containers (tests/helpers/release_files.py) with this writer, and
+`state_dict` converts to `.pth` for users who feed PyTorch code.
+
+To get torchvision's ImageNet ResNet as `.npz`:
 
     python -m semcorr_jax.weights.fetch resnet101 --output resnet101.npz
 
 and to convert between formats (the output suffix picks the format):
 
-    python -m semcorr_jax.weights.state_dict IN.pth OUT.npz
+    python -m semcorr_jax.weights.state_dict IN.pth OUT.safetensors
 
 Every failure (missing file, corrupt or unsafe file, unknown format) raises a
 `SemcorrError` with one line.
@@ -32,6 +46,7 @@ import sys
 import zipfile
 
 import numpy as np
+from safetensors import numpy as safetensors_numpy
 
 from semcorr_jax import output_paths
 from semcorr_jax.errors import SemcorrError
@@ -64,8 +79,7 @@ def _read_npz(path):
 
 
 def _read_safetensors(path):
-  from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
-  return load_file(path)
+  return safetensors_numpy.load_file(path)
 
 
 def _read_torch(path):
@@ -124,6 +138,31 @@ def save_npz(state_dict: Mapping[str, object], path) -> None:
     path += '.npz'
   with output_paths.atomic_write(path) as f:
     np.savez(f, **arrays)  # A file object: no '.npz' appended.
+
+
+def save_safetensors(state_dict: Mapping[str, object], path,
+                     metadata: Mapping[str, str] | None = None) -> None:
+  """Writes a flat `{key: tensor or array}` as `.safetensors`.
+
+  Args:
+    state_dict: {key: numpy array or torch tensor} (bfloat16 becomes
+      float32, as in `save_npz`); values must be arrays, not mappings.
+    path: output path; '.safetensors' is appended when missing. Written to
+      a temporary name and renamed: a failure leaves no file.
+    metadata: optional {str: str} stored in the file's header.
+
+  Raises:
+    SemcorrError: a value is not an array (e.g. a nested mapping).
+  """
+  arrays = {str(k): np.ascontiguousarray(_to_numpy(v, k, path))
+            for k, v in state_dict.items()}
+  path = os.fspath(path)
+  if not path.endswith('.safetensors'):
+    path += '.safetensors'
+  data = safetensors_numpy.save(
+      arrays, metadata=None if metadata is None else dict(metadata))
+  with output_paths.atomic_write(path) as f:
+    f.write(data)
 
 
 # numpy dtype -> legacy torch storage class, for `save_torch_file`.
@@ -310,17 +349,22 @@ def save_torch_file(state_dict: Mapping[str, object], path) -> None:
 
 
 def main(argv=None) -> int:
-  """CLI: `python -m semcorr_jax.weights.state_dict IN OUT.{npz,pth}`."""
+  """CLI: `python -m semcorr_jax.weights.state_dict IN OUT`; OUT's suffix
+  (.safetensors, .npz, .pth/.pt) picks the format."""
   argv = sys.argv[1:] if argv is None else argv
   if len(argv) != 2:
     print('usage: python -m semcorr_jax.weights.state_dict IN OUT\n'
           'converts a .pth/.pt/.bin/.safetensors/.npz state dict to OUT: '
-          '.npz, or .pth/.pt (zip-format torch file)', file=sys.stderr)
+          '.safetensors, .npz, or .pth/.pt (zip-format torch file)',
+          file=sys.stderr)
     return 2
   try:
     state = read_state_dict(argv[0])
-    if pathlib.Path(argv[1]).suffix.lower() in ('.pth', '.pt'):
+    suffix = pathlib.Path(argv[1]).suffix.lower()
+    if suffix in ('.pth', '.pt'):
       save_torch_file(state, argv[1])
+    elif suffix == '.safetensors':
+      save_safetensors(state, argv[1])
     else:
       save_npz(state, argv[1])
   except SemcorrError as e:

@@ -1,5 +1,6 @@
 """The shared config sections: placeholders, overrides, the Lite0 fallback."""
 
+import ml_collections
 import pytest
 
 from semcorr_jax import config_blocks
@@ -60,3 +61,15 @@ def test_set_fields_follows_dotted_keys():
   c.nested = config_blocks.synthetic_eval()
   config_blocks.set_fields(c, {'folder': 'best', 'nested.every': 7})
   assert (c.folder, c.nested.every) == ('best', 7)
+
+
+def test_trainer_tools_are_off_by_default_and_typed():
+  c = ml_collections.ConfigDict({'seed': 0})
+  c.update(config_blocks.trainer_tools(profile_steps=3))
+  c.lock()
+  assert (c.image_every, c.profile_steps) == (0, 3)
+  c.image_every = 500  # a field of a locked config: --config.image_every=500
+  with pytest.raises(TypeError):
+    c.profile_steps = 'all'
+  with pytest.raises(ValueError, match="no field 'imag_every'"):
+    config_blocks.trainer_tools(imag_every=1)

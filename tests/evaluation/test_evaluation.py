@@ -198,16 +198,23 @@ def test_flow_to_color_encoding():
   np.testing.assert_array_equal(nan[0, 0], [0, 0, 0])
 
 
-def test_numpy_warp_matches_geometry_warp():
-  from semcorr_jax import geometry  # pylint: disable=g-import-not-at-top
-  rng = np.random.default_rng(0)
-  image = rng.random((13, 17, 3)).astype(np.float32)
-  mapping = rng.uniform(-3, 20, (9, 11, 2))  # partly outside the image
-  mapping[0, :3] = [[0, 0], [16, 12], [16.5, 3]]  # corners and an edge
-  want = geometry.warp(jnp.asarray(image)[None],
-                       jnp.asarray(mapping, jnp.float32)[None])[0]
-  np.testing.assert_allclose(visualize.warp_image(image, mapping), want,
-                             atol=1e-5)
+def test_warp_image_values_worked_out_by_hand():
+  # b: (2, 3), value = (3 y + x) / 10; (x, y) pixel centres at integers.
+  image = (np.arange(6, dtype=np.float32).reshape(2, 3, 1) / 10)
+  mapping = np.array([[[1, 0], [0.5, 0.5], [2, 0.25], [1.25, 1]],
+                      [[2.5, 1], [-1, 0], [np.nan, 0], [0, np.inf]]])
+  want = [[0.1, (0 + 1 + 3 + 4) / 40, 0.75 * 0.2 + 0.25 * 0.5,
+           0.75 * 0.4 + 0.25 * 0.5],
+          # Half of (2, 1) (its right neighbour is outside b); (-1, 0) is
+          # outside (its right neighbour has weight 0); no match reads 0.
+          [0.5 * 0.5, 0.0, 0.0, 0.0]]
+  warped = visualize.warp_image(image, mapping)
+  assert warped.shape == (2, 4, 1) and warped.dtype == np.float32
+  np.testing.assert_allclose(warped[..., 0], want, atol=1e-6)
+  # uint8 images are read as value / 255.
+  uint8 = np.full((2, 3, 3), 255, np.uint8)
+  np.testing.assert_allclose(visualize.warp_image(uint8, mapping[:1, :2]),
+                             np.ones((1, 2, 3)), atol=1e-6)
 
 
 def test_draw_match_and_eval_pairs(tmp_path):

@@ -14,6 +14,7 @@ import json
 import math
 import os
 
+import chex
 import numpy as np
 from PIL import Image
 import pytest
@@ -411,6 +412,8 @@ class _ToyMethod:
 
 def test_method_predict_fn_fills_small_batches():
   method = _ToyMethod()
+  # A second trace (a recompilation for the smaller batch) raises.
+  method.predict = chex.assert_max_traces(method.predict, n=1)
   predict = runner.method_predict_fn(method, {'w': np.float32(2.0)})
   rng = np.random.default_rng(0)
   source = rng.random((3, 4, 5, 3), dtype=np.float32)
@@ -421,5 +424,5 @@ def test_method_predict_fn_fills_small_batches():
   out = predict(source[:2], target[:2])  # filled up to 3, cut back to 2
   assert out['mapping_ts'].shape == (2, 4, 5, 2)
   np.testing.assert_allclose(out['mapping_ts'], 2 * target[:2, ..., :2])
-  jitted = method._semcorr_jitted_predict  # pylint: disable=protected-access
-  assert jitted._cache_size() == 1  # pylint: disable=protected-access
+  with pytest.raises(AssertionError, match='traced > 1 times'):
+    predict(source[:2, :2], target[:2, :2])  # another image size: traced

@@ -274,3 +274,34 @@ def test_cli_converts_to_npz(tiny_state_dict, tmp_path, capsys):
   assert state_dict_lib.main([str(tmp_path / 'nope.pth'), 'x.npz']) == 1
   assert 'no such weights file' in capsys.readouterr().err
   assert state_dict_lib.main([]) == 2
+
+
+def test_save_safetensors_is_read_by_safetensors_itself(tmp_path, capsys):
+  state = {'conv.weight': np.arange(24, dtype=np.float32).reshape(2, 3, 4),
+           'bn.num_batches_tracked': np.array(7, np.int64),
+           # A strided view: written contiguous, same values.
+           'fc.bias': np.arange(10, dtype=np.float16)[::2]}
+  state_dict_lib.save_safetensors(state, tmp_path / 'w', {'source': 'test'})
+  path = tmp_path / 'w.safetensors'
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['w.safetensors']
+  # The format by hand: 8-byte little-endian header length, JSON header.
+  raw = path.read_bytes()
+  header = json.loads(raw[8:8 + int.from_bytes(raw[:8], 'little')])
+  assert header['__metadata__'] == {'source': 'test'}
+  assert header['conv.weight']['dtype'] == 'F32'
+  assert header['conv.weight']['shape'] == [2, 3, 4]
+  assert header['fc.bias'] == dict(header['fc.bias'], dtype='F16', shape=[5])
+  from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
+  for read in (load_file(str(path)), read_state_dict(path)):
+    assert read.keys() == state.keys()
+    for k, v in state.items():
+      np.testing.assert_array_equal(read[k], v)
+      assert read[k].dtype == v.dtype
+  with pytest.raises(SemcorrError, match="entry 'nested' is a dict"):
+    state_dict_lib.save_safetensors({'nested': {'a': np.ones(2)}},
+                                    tmp_path / 'bad.safetensors')
+  assert not (tmp_path / 'bad.safetensors').exists()
+  # The converter picks the format by suffix.
+  assert state_dict_lib.main([str(path), str(tmp_path / 'c.safetensors')]) == 0
+  assert load_file(str(tmp_path / 'c.safetensors')).keys() == state.keys()
+  assert 'wrote 3 arrays' in capsys.readouterr().out
