@@ -221,6 +221,34 @@ def read_image(spec: Any, what: str = 'image') -> np.ndarray:
 
 
 # --- keypoints ----------------------------------------------------------------
+def read_text_table(path: str, label: str
+                    ) -> tuple[list[tuple[int, str]], str | None]:
+  """The non-blank lines of a small text table and its delimiter.
+
+  Args:
+    path: a UTF-8 text file (a byte-order mark is dropped).
+    label: how errors name the file, e.g. "keypoints 'a.csv'".
+
+  Returns:
+    `([(line number from 1, line), ...], delimiter)`: the first of
+    `DELIMITERS` found on every line, None when no one is.
+
+  Raises:
+    SemcorrError: the file cannot be read as UTF-8 text.
+  """
+  try:
+    with open(path, encoding='utf-8-sig', newline='') as f:
+      text = f.read()
+  except (OSError, UnicodeDecodeError) as e:
+    raise SemcorrError(f'{label}: cannot read it as UTF-8 text '
+                       f'({" ".join(str(e).split())})') from e
+  lines = [(i + 1, line) for i, line in enumerate(text.splitlines())
+           if line.strip()]
+  delimiter = next((d for d in DELIMITERS
+                    if lines and all(d in line for _, line in lines)), None)
+  return lines, delimiter
+
+
 def read_keypoints_csv(path: Any) -> np.ndarray:
   """Reads keypoints, one point per row, x and y in pixels.
 
@@ -248,16 +276,7 @@ def read_keypoints_csv(path: Any) -> np.ndarray:
   label = f'keypoints {shown(path)}'
   if not os.path.isfile(path):
     raise SemcorrError(f'{label}: no such file')
-  try:
-    with open(path, encoding='utf-8-sig', newline='') as f:
-      text = f.read()
-  except (OSError, UnicodeDecodeError) as e:
-    raise SemcorrError(f'{label}: cannot read it as UTF-8 text '
-                       f'({" ".join(str(e).split())})') from e
-  lines = [(i + 1, line) for i, line in enumerate(text.splitlines())
-           if line.strip()]
-  delimiter = next((d for d in DELIMITERS
-                    if lines and all(d in line for _, line in lines)), None)
+  lines, delimiter = read_text_table(path, label)
   try:
     rows = [(n, line, _fields(line, delimiter)) for n, line in lines]
   except csv.Error as e:

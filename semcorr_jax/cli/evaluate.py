@@ -36,6 +36,15 @@ dataset is prepared into `<data_dir>/tensorflow_datasets` on first use):
   semcorr-eval --workdir=runs/sfnet --benchmark=caltech101 \
     --data_dir=~/data/caltech101 --untrained
 
+Your own annotated pairs (a folder with one sub-folder per pair holding
+source.<ext>, target.<ext>, points.csv and optional target_box.txt:
+semcorr_jax/data/pairs_folder.py), scored as the keypoint benchmarks are,
+source points moved into the target, PCK at alpha_img and alpha_bbox, by an
+evaluator named `pairs` (eval/pairs.json, pairs.md, pairs_pairs.csv,
+pairs_worst.png):
+
+  semcorr-eval --workdir=runs/mine --benchmark=pairs --data_dir=~/my_pairs
+
 Protocol flags (defaults per benchmark: `semcorr_jax.evaluation.protocol`):
 `--protocol=resize|padded` (`sfnet` is an alias of `padded`),
 `--input_size=H,W` (evaluation resolution; the model runs at input_size +
@@ -64,14 +73,16 @@ from semcorr_jax import parallel
 from semcorr_jax import starting_state
 from semcorr_jax import workdirs
 from semcorr_jax.cli import common
+from semcorr_jax.data import pairs_folder
 from semcorr_jax.errors import SemcorrError
 from semcorr_jax.evaluation import evaluators
+from semcorr_jax.evaluation import pairs_benchmark
 from semcorr_jax.evaluation import reports
 from semcorr_jax.evaluation import runner
 
 FLAGS = flags.FLAGS
 REAL_BENCHMARKS = ('pf_pascal', 'pf_willow', 'spair71k', 'tss',
-                   'caltech101')
+                   'caltech101', pairs_benchmark.NAME)
 BENCHMARKS = ('synthetic',) + REAL_BENCHMARKS
 EVAL_FOLDER = 'eval'  # <workdir>/eval: every evaluator writes there
 # Flags that only apply to the real benchmarks.
@@ -82,13 +93,21 @@ _REAL_ONLY = ('data_dir', 'tfds_dir', 'split', 'protocol', 'input_size',
 
 def _define_flags() -> None:
   """Defines the flags once (several tools may share a process in tests)."""
+  choices = {  # the 'enum' flags' values (runner and protocol check them)
+      'benchmark': BENCHMARKS,
+      'split': ('train', 'validation', 'test'),
+      'protocol': ('resize', 'padded', 'sfnet'),
+      'direction': ('ts', 'st'),
+      'threshold': ('img', 'bbox', 'kps'),
+      'frame': ('square', 'original'),
+  }
   defs = (
       ('string', 'workdir', None, 'a semcorr-train workdir'),
       ('string', 'evals', None,
        "evaluators of the run's config to run, e.g. synthetic,pf_val "
        '(default: all)'),
-      ('string', 'benchmark', None,
-       f'score on one benchmark instead: {", ".join(BENCHMARKS)}'),
+      ('enum', 'benchmark', None,
+       "score on one benchmark instead of the run's evaluators"),
       ('integer', 'step', None, 'checkpoint step (default: the latest)'),
       ('bool', 'best', False,
        'score the selected model (<workdir>/best/) instead of the latest'),
@@ -102,17 +121,21 @@ def _define_flags() -> None:
       ('string', 'tfds_dir', None,
        'where the TFDS dataset is prepared (default: '
        '<data_dir>/tensorflow_datasets)'),
-      ('string', 'split', None, 'dataset split (default: test)'),
-      ('string', 'protocol', None,
-       'protocol preset: resize or padded (288 + 16 px pad)'),
+      ('enum', 'split', None,
+       "dataset split (default: test, or the benchmark's last)"),
+      ('enum', 'protocol', None,
+       'protocol preset: resize, or padded (288 + 16 px pad; sfnet is '
+       'its alias)'),
       ('string', 'input_size', None,
        'evaluation resolution H,W (or N) the images are resized to before '
        'padding; the model then runs at input_size + 2 pad (default: the '
        "model's training size)"),
-      ('string', 'direction', None,
-       "'ts' (target points -> source) or 'st'"),
-      ('string', 'threshold', None, 'PCK length: img, bbox or kps'),
-      ('string', 'frame', None, 'PCK frame: square or original'),
+      ('enum', 'direction', None,
+       "'ts' (target points -> source) or 'st' (source -> target)"),
+      ('enum', 'threshold', None,
+       'PCK length: the image, the object box or the keypoints extent'),
+      ('enum', 'frame', None,
+       'PCK frame: points squashed to a square, or original pixels'),
       ('string', 'alphas', None, 'PCK alphas, e.g. 0.05,0.1,0.15'),
       ('bool', 'kps_padding_bug', False,
        'PF-WILLOW: pad the keypoints with -1 rows before taking their '
@@ -123,7 +146,11 @@ def _define_flags() -> None:
       ('integer', 'num_worst', None, 'pairs drawn in <...>_worst.png'),
   )
   for kind, name, default, help_text in defs:
-    if name not in FLAGS:
+    if name in FLAGS:
+      continue
+    if kind == 'enum':
+      flags.DEFINE_enum(name, default, choices[name], help_text)
+    else:
       getattr(flags, f'DEFINE_{kind}')(name, default, help_text)
 
 
@@ -230,6 +257,8 @@ def check_results_folder(workdir: str) -> str:
       if folder == out or os.path.lexists(folder):
         output_paths.check_writable_dir(folder, '--workdir')
     except SemcorrError as e:
+      if output_paths.is_remote(folder):  # its own reason: bucket, access
+        raise
       raise SemcorrError(
           f'semcorr-eval cannot write its results into {folder}: it, or the '
           'folder it goes in, is a file or not writable (permissions or a '
@@ -341,8 +370,12 @@ def evaluate_workdir(workdir: str, benchmark: str = 'synthetic',
                                  'benchmark': benchmark})
     if settings.get('num_pairs') is None:
       settings['num_pairs'] = num_pairs
-    split = settings.get('split') or runner.default_split(benchmark)
-    name = f'{benchmark}_{split}'
+    if benchmark == pairs_benchmark.NAME:  # one folder, no splits
+      settings['type'], name = benchmark, benchmark
+      settings.pop('benchmark', None)
+    else:
+      split = settings.get('split') or runner.default_split(benchmark)
+      name = f'{benchmark}_{split}'
 
     def make(config, flows):
       return [evaluators.from_settings(name, settings, config, flows)]
@@ -382,7 +415,11 @@ def _main_benchmark(benchmark: str) -> None:
     if FLAGS.num_pairs is not None and FLAGS.num_pairs < 1:
       raise SemcorrError(f'--num_pairs must be >= 1, got {FLAGS.num_pairs}')
     # Before anything slow: a missing folder is the commonest mistake.
-    runner.check_data_dir(benchmark, FLAGS.data_dir)
+    if benchmark == pairs_benchmark.NAME:
+      settings = pairs_benchmark.settings_from_flags(settings)
+      pairs_folder.list_pairs(FLAGS.data_dir)
+    else:
+      runner.check_data_dir(benchmark, FLAGS.data_dir)
   evaluate_workdir(FLAGS.workdir, benchmark, FLAGS.step, FLAGS.num_pairs,
                    num_pictures=FLAGS.num_pictures, best=FLAGS.best,
                    settings=settings, progress=True, echo=print)

@@ -12,6 +12,9 @@ the trainer never asks which source it runs on; a later source is one
 Sources:
   'embedded'   synthetic pairs of generated scenes (`embedded`, no download)
   'voc2012'    synthetic pairs of PASCAL VOC 2012 scenes (`voc`)
+  'folder'     synthetic pairs of the user's own images, masks optional
+               (`folder_source`; 'heldout' = `heldout_folder`, else the
+               same images under held-out warps)
   'pf_pascal'  real PF-PASCAL pairs with boxes and keypoints, no dense ground
                truth (`real_pairs`; splits 'train' and 'heldout' = PF-PASCAL
                validation)
@@ -34,11 +37,16 @@ processes' batches in process order gives the global batch.
 Data config fields (`config.data`; the config files, e.g. configs/sfnet.py,
 hold every value; nothing here supplies a default):
   source: a key of `SOURCES`.
+  folder: folder: the training images (and `<stem>_mask.png` masks) in it
+    and its subfolders (`folder_source`); None for other sources.
+  heldout_folder: folder: the held-out images, same layout; None = the
+    training images under the held-out split's warps.
   image_size: (H, W) of the pair images (SFNet: 320 x 320); an int means
     square. Scenes and real images are resized (bilinear, antialiased) to it.
   num_scenes: embedded: number of distinct 'train' scenes.
   heldout_scenes: embedded and voc2012: number of distinct 'heldout' scenes.
-  scene_size: embedded: (H, W) of a generated scene, or an int.
+  scene_size: embedded: (H, W) of a generated scene, or an int; folder:
+    the size every image is resized to when loaded.
   scene_seed: embedded: seed of the scene bank (splits use disjoint streams).
   warp: 'affine' (SFNet), 'tps' (weakalign 3x3 TPS) or 'mixed' (affine,
     then a TPS composed in with probability `tps_prob`, per view).
@@ -76,6 +84,7 @@ import tensorflow as tf
 
 from semcorr_jax import errors
 from semcorr_jax.data import embedded
+from semcorr_jax.data import folder_source
 from semcorr_jax.data import real_pairs
 from semcorr_jax.data import sources
 from semcorr_jax.data import synthetic_pairs
@@ -139,6 +148,8 @@ def real_pair_source(dataset: str) -> Source:
 SOURCES: dict[str, Source] = {
     'embedded': synthetic_source(embedded.scene_source, embedded.scene_count),
     'voc2012': synthetic_source(voc.scene_source, voc.scene_count),
+    'folder': synthetic_source(folder_source.scene_source,
+                               folder_source.scene_count),
     'pf_pascal': real_pair_source('pf_pascal'),
     'spair71k': real_pair_source('spair71k'),
 }
@@ -178,7 +189,8 @@ def num_examples(data_config, split: str) -> int:
   """The number of distinct examples (one epoch) of `split` of the source.
 
   Embedded: `num_scenes` / `heldout_scenes` (no work); voc2012 and real
-  pairs prepare the TFDS dataset if needed and count its records.
+  pairs prepare the TFDS dataset if needed and count its records; folder
+  reads (and checks) its images once (cached).
   """
   return int(source_of(data_config).num_examples(data_config, split))
 

@@ -11,6 +11,8 @@ Scene sources of the pipeline (`pipeline.SOURCES`):
   scikit-image, generated on the fly (`semcorr_jax.data.embedded`).
 * `'voc2012'`: PASCAL VOC 2012 segmentation images with binary foreground masks
   (`semcorr_jax.data.voc`, built from the VOC files on first use).
+* `'folder'`: the user's own images, with optional `<stem>_mask.png` masks
+  beside them (`semcorr_jax.data.folder_source`).
 """
 
 from __future__ import annotations

@@ -28,6 +28,10 @@ Types:
     data_dir, tfds_dir, num_pairs (default: all), num_worst, protocol (a
     preset of `evaluation.protocol`) and any protocol field (alphas,
     direction, threshold, frame, input_size, batch_size, ...).
+  'pairs' (`pairs_benchmark.PairsEvaluator`): a folder of the user's own
+    annotated pairs (`data.pairs_folder`), PCK at alpha_img and alpha_bbox;
+    settings data_dir, num_pairs, num_worst, protocol and the fields of
+    `pairs_benchmark.PROTOCOL_FIELDS` (direction 'st' by default).
 
 Use (the trainer and `semcorr-eval`; neither knows an evaluator by name):
 
@@ -63,7 +67,8 @@ Files under `workdir/eval/` of an evaluator named `<name>`:
   <name>_untrained.json  the untrained results alone (+ .md)
   synthetic:  <name>_pairs.png (held-out pairs with the trained model's
               matches), pairs/pair_00{0,1}_{source,target}.png
-  benchmark:  <name>_pairs.csv (one row per pair), <name>_worst.png, and
+  benchmark, pairs:
+              <name>_pairs.csv (one row per pair), <name>_worst.png, and
               the same of the untrained model (<name>_untrained_pairs.csv)
 The evaluator named 'synthetic' thus writes synthetic.json, synthetic.md and
 synthetic_untrained.json.
@@ -79,6 +84,7 @@ from semcorr_jax import outputs
 from semcorr_jax.errors import SemcorrError
 from semcorr_jax.evaluation import builtin_evaluators
 from semcorr_jax.evaluation import evaluator
+from semcorr_jax.evaluation import pairs_benchmark
 from semcorr_jax.evaluation import selection
 
 # The names a method module or a test uses.
@@ -124,6 +130,7 @@ def types() -> tuple[str, ...]:
 
 register('synthetic', SyntheticEvaluator)
 register('benchmark', BenchmarkEvaluator)
+register(pairs_benchmark.NAME, pairs_benchmark.PairsEvaluator)
 
 
 def _as_dict(settings: Any) -> dict[str, Any]:

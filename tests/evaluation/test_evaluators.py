@@ -104,7 +104,7 @@ def test_build_from_the_config_in_order(load_config, pf_pascal_dir):
 def test_build_errors(load_config, pf_pascal_dir):
   config = _config(load_config, odd=dict(type='odd'))
   with pytest.raises(SemcorrError, match="evals.odd.type='odd': unknown "
-                     'evaluator type; known: benchmark, synthetic'):
+                     'evaluator type; known: benchmark, pairs, synthetic'):
     evaluators.build(config, outputs.DEFAULT_FLOWS)
   config = _config(load_config, a=_pf_val(pf_pascal_dir),
                    b=_pf_val(pf_pascal_dir))
