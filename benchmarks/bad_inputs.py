@@ -67,7 +67,7 @@ FLAGS = flags.FLAGS
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODULES = {'train': 'semcorr_jax.cli.train', 'eval': 'semcorr_jax.cli.evaluate',
            'match': 'semcorr_jax.cli.match',
-           'fetch-weights': 'semcorr_jax.weights.fetch',
+           'fetch-weights': 'semcorr_jax.cli.fetch_weights',
            'import-sfnet': 'semcorr_jax.cli.import_sfnet'}
 
 

@@ -267,3 +267,33 @@ def write_keypoints_csv(path: str, points_s: np.ndarray,
     for (xs, ys), (xt, yt) in zip(points_s, points_t):
       writer.writerow([f'{xs:.6g}', f'{ys:.6g}', f'{xt:.4f}', f'{yt:.4f}'])
   return path
+
+
+def run_own_flags(prog: str, module: Any,
+                  flag_values: Callable[[], flags.FlagValues],
+                  body: Callable[[flags.FlagValues, list[str]], Any],
+                  argv: list[str] | None = None) -> int:
+  """Runs a tool that keeps its flags in a FlagValues of its own (it may run
+  several times in one process, beside other tools' flags).
+
+  Args:
+    prog: the tool's name, for messages.
+    module: the tool's module: `--help` prints its docstring and the flags.
+    flag_values: makes the tool's FlagValues.
+    body: `body(values, positional arguments)` does the work.
+    argv: the arguments without the program name (None: sys.argv[1:]).
+
+  Returns:
+    The exit status: 0, or 1 after one `error:` line on stderr.
+  """
+  argv = [prog, *(sys.argv[1:] if argv is None else argv)]
+  values = flag_values()
+  if flag_parsing.show_help_if_asked(argv, module, values):
+    return 0
+  try:
+    body(values, flag_parsing.parse_flags(argv, values)[1:])
+  except (SemcorrError, OSError) as e:  # OSError: a full disk, ...
+    print(f'error: {" ".join(error_line(e, hint=False).split())}',
+          file=sys.stderr)
+    return 1
+  return 0

@@ -73,10 +73,12 @@ from semcorr_jax import parallel
 from semcorr_jax import starting_state
 from semcorr_jax import workdirs
 from semcorr_jax.cli import common
+from semcorr_jax.cli import flag_parsing
 from semcorr_jax.data import pairs_folder
 from semcorr_jax.errors import SemcorrError
 from semcorr_jax.evaluation import evaluators
 from semcorr_jax.evaluation import pairs_benchmark
+from semcorr_jax.evaluation import protocol as protocol_lib
 from semcorr_jax.evaluation import reports
 from semcorr_jax.evaluation import runner
 
@@ -96,10 +98,8 @@ def _define_flags() -> None:
   choices = {  # the 'enum' flags' values (runner and protocol check them)
       'benchmark': BENCHMARKS,
       'split': ('train', 'validation', 'test'),
-      'protocol': ('resize', 'padded', 'sfnet'),
-      'direction': ('ts', 'st'),
-      'threshold': ('img', 'bbox', 'kps'),
-      'frame': ('square', 'original'),
+      'protocol': (*protocol_lib.PRESETS, *protocol_lib.PRESET_ALIASES),
+      **protocol_lib.CHOICES,
   }
   defs = (
       ('string', 'workdir', None, 'a semcorr-train workdir'),
@@ -158,44 +158,6 @@ _define_flags()
 
 
 # --- flag parsing -------------------------------------------------------------
-def _numbers(flag: str, text: str | None, cast, expected: str):
-  """'a,b,...' -> tuple of `cast` values (None when the flag is unset)."""
-  if text is None:
-    return None
-  try:
-    values = tuple(cast(v) for v in text.split(',') if v.strip())
-  except ValueError:
-    values = ()
-  if not values:
-    raise SemcorrError(f'--{flag}={text!r}: expected {expected}')
-  return values
-
-
-def _alphas(text: str | None):
-  return _numbers('alphas', text, float,
-                  'numbers separated by commas, e.g. 0.05,0.1,0.15')
-
-
-def _size(text: str | None):
-  values = _numbers('input_size', text, int, 'H,W or N, e.g. 288,288')
-  if values is not None and len(values) == 1:
-    values = values * 2
-  if values is not None and (len(values) != 2 or min(values) < 2):
-    raise SemcorrError(f'--input_size={text!r}: expected H,W or N (>= 2), '
-                       'e.g. 288,288')
-  return values
-
-
-def _names(text: str | None) -> list[str] | None:
-  if text is None:
-    return None
-  names = [n.strip() for n in text.split(',') if n.strip()]
-  if not names:
-    raise SemcorrError(f'--evals={text!r}: expected evaluator names '
-                       'separated by commas')
-  return names
-
-
 def benchmark_settings(benchmark: str) -> dict[str, Any]:
   """The settings of a 'benchmark' evaluator from the flags."""
   bug = FLAGS.kps_padding_bug if FLAGS['kps_padding_bug'].present else None
@@ -203,9 +165,11 @@ def benchmark_settings(benchmark: str) -> dict[str, Any]:
       'type': 'benchmark', 'benchmark': benchmark, 'split': FLAGS.split,
       'data_dir': FLAGS.data_dir, 'tfds_dir': FLAGS.tfds_dir,
       'num_pairs': FLAGS.num_pairs, 'num_worst': FLAGS.num_worst,
-      'protocol': FLAGS.protocol, 'input_size': _size(FLAGS.input_size),
+      'protocol': FLAGS.protocol, 'input_size': flag_parsing.size_pair('input_size', FLAGS.input_size),
       'direction': FLAGS.direction, 'threshold': FLAGS.threshold,
-      'frame': FLAGS.frame, 'alphas': _alphas(FLAGS.alphas),
+      'frame': FLAGS.frame, 'alphas': flag_parsing.number_list(
+          'alphas', FLAGS.alphas, float,
+          'numbers separated by commas, e.g. 0.05,0.1,0.15'),
       'kps_padding_bug': bug, 'batch_size': FLAGS.eval_batch_size,
       'untrained_baseline': FLAGS.untrained}
 
@@ -391,7 +355,7 @@ def _main_evals() -> None:
   if given:
     raise SemcorrError(f'{", ".join(given)} apply to --benchmark=<a real '
                        f'benchmark> ({", ".join(REAL_BENCHMARKS)}) only')
-  names = _names(FLAGS.evals)
+  names = flag_parsing.name_list('evals', FLAGS.evals)
   overrides = {'num_pairs': FLAGS.num_pairs,
                'num_pictures': FLAGS.num_pictures}
   evaluate(FLAGS.workdir,

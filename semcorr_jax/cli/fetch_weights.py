@@ -91,20 +91,13 @@ def main(argv=None) -> int:
   Returns:
     The exit status: 0, or 1 after an error.
   """
-  argv = [PROG, *(sys.argv[1:] if argv is None else argv)]
-  values = _flag_values()
-  if flag_parsing.show_help_if_asked(argv, sys.modules[__name__], values):
-    return 0
-  try:
-    args = flag_parsing.parse_flags(argv, values)[1:]
+  def body(values, args):
     name = _model_name(values, args)
     fetch.fetch(name, values.output or f'{name}.npz', values.input,
-          values.keep_download, values.timeout)
-  except (SemcorrError, OSError) as e:  # OSError: a full disk, ...
-    print(f'error: {" ".join(common.error_line(e, hint=False).split())}',
-          file=sys.stderr)
-    return 1
-  return 0
+                values.keep_download, values.timeout)
+
+  return common.run_own_flags(PROG, sys.modules[__name__], _flag_values, body,
+                              argv)
 
 
 def run() -> None:

@@ -22,7 +22,7 @@ import re
 import shlex
 import sys
 import types
-from typing import Sequence
+from typing import Any, Sequence
 import warnings
 
 from absl import app
@@ -289,3 +289,45 @@ def _config_flag_args(argv: list[str], flag_values: flags.FlagValues
     if spec:
       found.append((name, spec, keys))
   return found
+
+
+# --- values of comma-separated flags ------------------------------------------
+def number_list(flag: str, text: str | None, cast, expected: str
+                ) -> tuple[Any, ...] | None:
+  """'a,b,...' -> tuple of `cast` values (None when the flag is unset).
+
+  Raises:
+    SemcorrError: `--<flag>=<text>: expected <expected>` when a value does
+      not convert or there is none.
+  """
+  if text is None:
+    return None
+  try:
+    values = tuple(cast(v) for v in text.split(',') if v.strip())
+  except ValueError:
+    values = ()
+  if not values:
+    raise SemcorrError(f'--{flag}={text!r}: expected {expected}')
+  return values
+
+
+def size_pair(flag: str, text: str | None) -> tuple[int, int] | None:
+  """'H,W' or 'N' (-> N,N) -> (H, W), both >= 2 (None when unset)."""
+  values = number_list(flag, text, int, 'H,W or N, e.g. 288,288')
+  if values is not None and len(values) == 1:
+    values = values * 2
+  if values is not None and (len(values) != 2 or min(values) < 2):
+    raise SemcorrError(f'--{flag}={text!r}: expected H,W or N (>= 2), '
+                       'e.g. 288,288')
+  return values
+
+
+def name_list(flag: str, text: str | None) -> list[str] | None:
+  """'a,b' -> ['a', 'b'] (None when unset; blank names dropped)."""
+  if text is None:
+    return None
+  names = [n.strip() for n in text.split(',') if n.strip()]
+  if not names:
+    raise SemcorrError(f'--{flag}={text!r}: expected names separated by '
+                       'commas')
+  return names

@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from semcorr_jax import image_files
+from semcorr_jax.data import folder_source
 from semcorr_jax.errors import SemcorrError
 
 POINT_COLUMNS = ('x_source', 'y_source', 'x_target', 'y_target')
@@ -78,7 +79,11 @@ class PairFiles:
 
 
 def _image_file(folder: str, side: str, names: list[str]) -> str:
+  # Only image files count: a `source.json` of notes beside `source.jpg`
+  # is not a second source image.
   found = [n for n in names if os.path.splitext(n)[0] == side
+           and os.path.splitext(n)[1].lower() in
+           folder_source.IMAGE_EXTENSIONS
            and os.path.isfile(os.path.join(folder, n))]
   if len(found) != 1:
     what = ('no' if not found else

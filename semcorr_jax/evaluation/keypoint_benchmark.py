@@ -45,6 +45,7 @@ from semcorr_jax.evaluation import confidence as conf_lib
 from semcorr_jax.evaluation import keypoints as kp
 from semcorr_jax.evaluation import pck as pck_lib
 from semcorr_jax.evaluation import per_flow
+from semcorr_jax.evaluation import protocol as protocol_lib
 from semcorr_jax.evaluation.protocol import PairPrediction
 
 PRIMARY_METRIC = 'pck@0.1'
@@ -106,9 +107,7 @@ def _scalar_extra(value: Any) -> Any:
 
 
 def _check(protocol: ml_collections.ConfigDict) -> None:
-  allowed = {'direction': ('ts', 'st'), 'threshold': ('img', 'bbox', 'kps'),
-             'frame': ('square', 'original')}
-  for field, values in allowed.items():
+  for field, values in protocol_lib.CHOICES.items():
     if protocol[field] not in values:
       raise SemcorrError(f'protocol.{field} must be one of {values}, got '
                          f'{protocol[field]!r}')

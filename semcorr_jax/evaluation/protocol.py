@@ -76,6 +76,9 @@ PRESETS = {
 }
 # Other names of presets: the method that published the protocol.
 PRESET_ALIASES = {'sfnet': 'padded'}
+# The values each choice of a protocol takes (module docstring).
+CHOICES = {'direction': ('ts', 'st'), 'threshold': ('img', 'bbox', 'kps'),
+           'frame': ('square', 'original')}
 _OVERRIDES = {
     'pf_pascal': {'threshold': 'img', 'frame': 'square'},
     'pf_willow': {'threshold': 'kps', 'frame': 'original'},

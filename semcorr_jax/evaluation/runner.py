@@ -70,8 +70,7 @@ from semcorr_jax.evaluation import spair_tables
 from semcorr_jax.evaluation import tss
 
 SCORERS = {'keypoints': keypoint_benchmark, 'flow': tss, 'masks': caltech}
-_CHOICES = {'direction': ('ts', 'st'), 'threshold': ('img', 'bbox', 'kps'),
-            'frame': ('square', 'original')}
+_CHOICES = protocol_lib.CHOICES
 PredictFn = Callable[[np.ndarray, np.ndarray], Mapping[str, Any]]
 
 

@@ -4,7 +4,8 @@
   variables = convert_torchvision_resnet(state)   # {'params', 'batch_stats'}
   variables, unused = load_backbone_weights(template, 'resnet101.npz')
 
-How to get the torchvision ImageNet file: `python -m semcorr_jax.weights.fetch`.
+How to get the torchvision ImageNet file: `semcorr-fetch-weights`
+(`semcorr_jax.cli.fetch_weights`).
 """
 
 from semcorr_jax.weights.efficientnet_lite import convert_lite0

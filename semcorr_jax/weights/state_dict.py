@@ -29,11 +29,11 @@ release containers (tests/helpers/release_files.py) with this writer, and
 
 To get torchvision's ImageNet ResNet as `.npz`:
 
-    python -m semcorr_jax.weights.fetch resnet101 --output resnet101.npz
+    semcorr-fetch-weights resnet101 --output resnet101.npz
 
 and to convert between formats (the output suffix picks the format):
 
-    python -m semcorr_jax.weights.state_dict IN.pth OUT.safetensors
+    semcorr-convert-weights IN.pth OUT.safetensors
 
 Every failure (missing file, corrupt or unsafe file, unknown format) raises a
 `SemcorrError` with one line.
@@ -42,7 +42,6 @@ Every failure (missing file, corrupt or unsafe file, unknown format) raises a
 from collections.abc import Mapping
 import os
 import pathlib
-import sys
 import zipfile
 
 import numpy as np
@@ -348,35 +347,18 @@ def save_torch_file(state_dict: Mapping[str, object], path) -> None:
       z.writestr(archive + 'version', '3\n')
 
 
-def main(argv=None) -> int:
-  """CLI: `python -m semcorr_jax.weights.state_dict IN OUT`; OUT's suffix
-  (.safetensors, .npz, .pth/.pt) picks the format."""
-  argv = sys.argv[1:] if argv is None else argv
-  if len(argv) != 2:
-    print('usage: python -m semcorr_jax.weights.state_dict IN OUT\n'
-          'converts a .pth/.pt/.bin/.safetensors/.npz state dict to OUT: '
-          '.safetensors, .npz, or .pth/.pt (zip-format torch file)',
-          file=sys.stderr)
-    return 2
-  try:
-    state = read_state_dict(argv[0])
-    suffix = pathlib.Path(argv[1]).suffix.lower()
-    if suffix in ('.pth', '.pt'):
-      save_torch_file(state, argv[1])
-    elif suffix == '.safetensors':
-      save_safetensors(state, argv[1])
-    else:
-      save_npz(state, argv[1])
-  except SemcorrError as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 1
-  except OSError as e:  # A full disk, an unwritable folder, ...
-    where = f'{e.filename}: ' if e.filename else ''
-    print(f'error: {where}{e.strerror or e}', file=sys.stderr)
-    return 1
-  print(f'wrote {len(state)} arrays to {argv[1]}')
-  return 0
+def save_state_dict(state: Mapping[str, np.ndarray], path) -> str:
+  """Writes `state` in the format of `path`'s suffix: `.safetensors`,
+  `.pth`/`.pt` (zip-format torch file) or anything else as `.npz`.
 
-
-if __name__ == '__main__':
-  sys.exit(main())
+  Returns:
+    `path`.
+  """
+  suffix = pathlib.Path(path).suffix.lower()
+  if suffix in ('.pth', '.pt'):
+    save_torch_file(state, path)
+  elif suffix == '.safetensors':
+    save_safetensors(state, path)
+  else:
+    save_npz(state, path)
+  return path

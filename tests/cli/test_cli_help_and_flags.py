@@ -23,10 +23,12 @@ import pytest
 
 from semcorr_jax import config_files
 from semcorr_jax.cli import common
+from semcorr_jax.cli import convert_weights
+from semcorr_jax.cli import fetch_weights
 from semcorr_jax.cli import flag_parsing
 from semcorr_jax.errors import SemcorrError
-from semcorr_jax.cli import fetch_weights
 from semcorr_jax.weights import fetch
+from semcorr_jax.weights import read_state_dict
 
 from helpers import paths
 import test_api_cli as api_cli
@@ -56,6 +58,9 @@ TOOLS = {
     'semcorr-fetch-weights': ('--help', [
         'model', 'output', 'input', 'keep_download', 'timeout'],
         'semcorr-fetch-weights resnet101 --output ~/weights/resnet101.npz'),
+    'semcorr-convert-weights': ('--help', ['input', 'output'],
+                                'semcorr-convert-weights model.npz '
+                                'model.safetensors'),
     'semcorr-import-sfnet': ('--help', ['config', 'workdir', 'verbose'],
                              'semcorr-import-sfnet best_checkpoint.pt \\'),
     'semcorr-import-ncnet': ('--help', ['config', 'workdir', 'verbose'],
@@ -66,7 +71,7 @@ TOOLS = {
 }
 # The enum flags of semcorr-eval and their values, as the help shows them.
 EVAL_CHOICES = {
-    'benchmark': 'synthetic|pf_pascal|pf_willow|spair71k|tss|caltech101',
+    'benchmark': 'synthetic|pf_pascal|pf_willow|spair71k|tss|caltech101|pairs',
     'split': 'train|validation|test', 'protocol': 'resize|padded|sfnet',
     'direction': 'ts|st', 'threshold': 'img|bbox|kps',
     'frame': 'square|original'}
@@ -132,8 +137,8 @@ def _parse(*args):
     (['--config=sfnet:test', '--config.batchsize=3'],
      "--config: config has no field 'batchsize'; did you mean 'batch_size'? "
      'the config has: backbone, batch_size, checkpoint_every, data, evals, '
-     'init_from, keep_checkpoints, log_every, loss, method, model, '
-     'num_epochs, num_train_steps, optimizer, seed'),
+     'image_every, init_from, keep_checkpoints, log_every, loss, method, '
+     'model, num_epochs, num_train_steps, optimizer, profile_steps, seed'),
     (['--config=sfnet:test', '--config.optimizer.lrr=1'],
      "--config: config has no field 'optimizer.lrr'; did you mean "
      "'optimizer.lr'? 'optimizer' has: b1, b2, decay_at, decay_factor, "
@@ -355,3 +360,26 @@ def test_match_runs_without_tensorflow_tfds_tensorboard_or_clu(tmp_path):
   assert 'imported: []' in proc.stdout
   # chelsea is 300 x 451: one (x, y) target point per source pixel.
   assert np.load(tmp_path / 'out' / 'm_mapping.npy').shape == (300, 451, 2)
+
+
+def test_convert_weights_round_trips_and_refuses_in_one_line(tmp_path, capsys):
+  state = {'conv.weight': np.arange(24, dtype=np.float32).reshape(2, 3, 2, 2),
+           'bn.num_batches_tracked': np.array(7, dtype=np.int64)}
+  np.savez(tmp_path / 'a.npz', **state)
+  for suffix in ('safetensors', 'pth', 'npz'):
+    out = tmp_path / f'b.{suffix}'
+    assert convert_weights.main([str(tmp_path / 'a.npz'), str(out)]) == 0
+    back = read_state_dict(str(out))
+    assert back.keys() == state.keys()
+    for key, value in state.items():
+      np.testing.assert_array_equal(back[key], value)
+      assert back[key].dtype == value.dtype
+  capsys.readouterr()
+  assert convert_weights.main([str(tmp_path / 'missing.pth'),
+                               str(tmp_path / 'c.npz')]) == 1
+  err = capsys.readouterr().err
+  assert err.startswith('error: ') and err.count('\n') == 1, err
+  assert 'missing.pth' in err
+  assert convert_weights.main([str(tmp_path / 'a.npz')]) == 1
+  assert 'give INPUT and OUTPUT' in capsys.readouterr().err
+  assert not (tmp_path / 'c.npz').exists()

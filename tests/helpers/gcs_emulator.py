@@ -36,6 +36,7 @@ that needs them is skipped where they are not installed.
 from __future__ import annotations
 
 import contextlib
+import importlib
 from http import HTTPStatus
 import json
 import logging
@@ -165,10 +166,11 @@ def _plain_gcsfs() -> Iterator[None]:
 def gcs_emulator(bucket: str = 'test-bucket') -> Iterator[str]:
   """Runs the emulator with `bucket`; yields its URL (http://127.0.0.1:N).
 
-  Skips the test when `gcp-storage-emulator` or `gcsfs` is not installed.
+  Both `gcp-storage-emulator` and `gcsfs` are in the test extra: a missing
+  one fails the test (ImportError) rather than skipping it.
   """
-  server_lib = pytest.importorskip('gcp_storage_emulator.server')
-  pytest.importorskip('gcsfs')
+  server_lib = importlib.import_module('gcp_storage_emulator.server')
+  importlib.import_module('gcsfs')
   if not any(getattr(h, 'with_generations', False)
              for _, handlers in server_lib.HANDLERS
              for h in handlers.values()):
