@@ -36,6 +36,7 @@ that needs them is skipped where they are not installed.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 from http import HTTPStatus
 import json
@@ -45,6 +46,7 @@ import sys
 from typing import Iterator
 
 from etils.epath import backend as epath_backend
+from etils.epath import gpath
 import fsspec
 from orbax.checkpoint._src.path import gcs_utils
 import pytest
@@ -189,6 +191,12 @@ def gcs_emulator(bucket: str = 'test-bucket') -> Iterator[str]:
     # A client that hung up early is no error worth a traceback.
     # pylint: disable-next=protected-access
     mp.setattr(server._api._httpd, 'handle_error', lambda *args: None)
+    # epath caches whether gs:// goes through TensorFlow on its first use
+    # (any earlier test's): a fresh cache reads EPATH_USE_TF=false above,
+    # and the original one comes back with the other patches.
+    # pylint: disable-next=protected-access
+    uncached = gpath._is_tf_installed.__wrapped__
+    mp.setattr(gpath, '_is_tf_installed', functools.cache(uncached))
     with _plain_gcsfs():
       _reset_clients()
       try:

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from semcorr_jax.cli import convert_weights
 from semcorr_jax.errors import SemcorrError
 from semcorr_jax.models import resnet
 from semcorr_jax.weights import convert_torchvision_resnet
@@ -268,12 +269,12 @@ def test_pth_with_torch(tiny_state_dict, tmp_path):
 
 def test_cli_converts_to_npz(tiny_state_dict, tmp_path, capsys):
   save_npz(tiny_state_dict, tmp_path / 'in.npz')
-  assert state_dict_lib.main([str(tmp_path / 'in.npz'),
-                              str(tmp_path / 'out.npz')]) == 0
+  assert convert_weights.main([str(tmp_path / 'in.npz'),
+                               str(tmp_path / 'out.npz')]) == 0
   assert read_state_dict(tmp_path / 'out.npz').keys() == tiny_state_dict.keys()
-  assert state_dict_lib.main([str(tmp_path / 'nope.pth'), 'x.npz']) == 1
+  assert convert_weights.main([str(tmp_path / 'nope.pth'), 'x.npz']) == 1
   assert 'no such weights file' in capsys.readouterr().err
-  assert state_dict_lib.main([]) == 2
+  assert convert_weights.main([]) == 1
 
 
 def test_save_safetensors_is_read_by_safetensors_itself(tmp_path, capsys):
@@ -302,6 +303,6 @@ def test_save_safetensors_is_read_by_safetensors_itself(tmp_path, capsys):
                                     tmp_path / 'bad.safetensors')
   assert not (tmp_path / 'bad.safetensors').exists()
   # The converter picks the format by suffix.
-  assert state_dict_lib.main([str(path), str(tmp_path / 'c.safetensors')]) == 0
+  assert convert_weights.main([str(path), str(tmp_path / 'c.safetensors')]) == 0
   assert load_file(str(tmp_path / 'c.safetensors')).keys() == state.keys()
   assert 'wrote 3 arrays' in capsys.readouterr().out
