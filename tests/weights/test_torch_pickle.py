@@ -16,6 +16,7 @@ import zipfile
 import numpy as np
 import pytest
 
+from semcorr_jax.cli import convert_weights
 from semcorr_jax.errors import SemcorrError
 from semcorr_jax.weights import read_state_dict
 from semcorr_jax.weights import state_dict as state_dict_lib
@@ -95,9 +96,9 @@ def test_writer_round_trips_nested_and_converts(expected, tmp_path):
   np.testing.assert_array_equal(read['a']['w'], expected['conv.weight'])
   assert read['h'].dtype == np.float16 and read['mask'].dtype == np.bool_
   # The CLI converts between formats by output suffix.
-  assert state_dict_lib.main([str(LEGACY), str(tmp_path / 'c.pth')]) == 0
-  assert state_dict_lib.main([str(tmp_path / 'c.pth'),
-                              str(tmp_path / 'c.npz')]) == 0
+  assert convert_weights.main([str(LEGACY), str(tmp_path / 'c.pth')]) == 0
+  assert convert_weights.main([str(tmp_path / 'c.pth'),
+                               str(tmp_path / 'c.npz')]) == 0
   np.testing.assert_array_equal(read_state_dict(tmp_path / 'c.npz')['strided'],
                                 expected['strided'])
   with pytest.raises(SemcorrError, match='uint16'):
@@ -251,7 +252,7 @@ def test_failed_write_leaves_nothing(tmp_path, monkeypatch, capsys):
     state_dict_lib.save_torch_file({'w': np.ones(2)}, tmp_path / 'w.pth')
   assert not list(tmp_path.iterdir())
   # The converter says so in one line.
-  assert state_dict_lib.main([str(ZIP), str(tmp_path / 'c.pth')]) == 1
+  assert convert_weights.main([str(ZIP), str(tmp_path / 'c.pth')]) == 1
   err = capsys.readouterr().err
   assert err.count('\n') == 1 and 'No space left' in err
   assert not list(tmp_path.iterdir())
@@ -261,6 +262,6 @@ def test_failed_write_leaves_nothing(tmp_path, monkeypatch, capsys):
     real_savez(file, **arrays)
     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
   monkeypatch.setattr(np, 'savez', half_then_full)
-  assert state_dict_lib.main([str(ZIP), str(tmp_path / 'c.npz')]) == 1
+  assert convert_weights.main([str(ZIP), str(tmp_path / 'c.npz')]) == 1
   assert 'No space left' in capsys.readouterr().err
   assert not list(tmp_path.iterdir())
